@@ -1,0 +1,1 @@
+"""One module per concern of an Airflow instance; ``instance.AirflowInstance`` wires them."""

@@ -1,0 +1,175 @@
+"""Values for the Wikimedia ``airflow`` chart, built by pure functions of the config.
+
+The layering mirrors what helmfile does for an instance (wmf-charts.md 2.6), earliest
+first, later layers winning:
+
+1. private values (the secrets: fernet and webserver keys in ``config.private``, S3 keys,
+   OIDC client secret, base64 keytab);
+2. general values the deployment server provides (the KDC for krb5.conf);
+3. ``_airflow_common_/values-dse-k8s-eqiad.yaml`` (``chart_values/common.yaml`` plus the
+   site facts from config);
+4. the Hadoop layer (``chart_values/hadoop-<cluster>.yaml``);
+5. the instance's own ``values-production.yaml``;
+6. ``environmentName`` and ``pgServiceName``.
+
+Secret leaves may be any object (a ``pulumi.Output`` in the program, a plain string in
+tests); these functions never look inside them.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from components.config import InstanceConfig
+
+_VALUES_DIR = Path(__file__).parent / "chart_values"
+
+
+@lru_cache(maxsize=None)
+def _layer(name: str) -> dict[str, Any]:
+    with open(_VALUES_DIR / f"{name}.yaml", encoding="utf-8") as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing of values files: mappings merge, everything else is replaced."""
+    out = copy.deepcopy(dict(base)) if not _has_opaque(base) else dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _has_opaque(node: Any) -> bool:
+    # Outputs cannot be deep-copied; copy the structure and keep the leaves.
+    if isinstance(node, Mapping):
+        return any(_has_opaque(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_opaque(v) for v in node)
+    return not isinstance(node, (str, int, float, bool, type(None)))
+
+
+def private_values(
+    *,
+    fernet_key: Any,
+    webserver_secret_key: Any,
+    s3_access_key: Any,
+    s3_secret_key: Any,
+    oidc_client_secret: Any,
+    kerberos_keytab: Any,
+) -> dict[str, Any]:
+    """The secret-bearing values, at the chart paths the runbook's private hiera uses."""
+    return {
+        "config": {
+            # each key becomes Secret airflow-production-secret-config and an upper-cased env var
+            "private": {
+                "airflow__core__fernet_key": fernet_key,
+                "airflow__webserver__secret_key": webserver_secret_key,
+            },
+            "airflow": {
+                "aws_access_key_id": s3_access_key,
+                "aws_secret_access_key": s3_secret_key,
+            },
+            "oidc": {"client_secret": oidc_client_secret},
+        },
+        "kerberos": {"keytab": kerberos_keytab},
+    }
+
+
+def general_values(cfg: InstanceConfig) -> dict[str, Any]:
+    """What /etc/helmfile-defaults/general-<env>.yaml gives the chart and we must supply."""
+    return {"kerberos": {"admin": cfg.kdc_host, "servers": [cfg.kdc_host]}}
+
+
+def common_values(cfg: InstanceConfig) -> dict[str, Any]:
+    site = {
+        "docker": {"registry": cfg.docker_registry},
+        "app": {
+            "version": cfg.image_version,
+            "executor_pod_image_version": cfg.image_version,
+        },
+        "config": {
+            "airflow": {
+                "config": {"smtp": {"smtp_host": cfg.smtp_host}},
+                "local_settings": {"xcom_sidecar": {"tag": cfg.xcom_sidecar_tag}},
+            },
+            "connections": {
+                "s3_dpe": {"extra": {"endpoint_url": cfg.rgw_endpoint, "region_name": cfg.rgw_region}},
+            },
+            "oidc": {"idp_server": cfg.idp_server},
+        },
+        "gitsync": {"image_tag": cfg.gitsync_image_tag},
+        # the webserver's CAS egress follows the IDP: cas:[idp], or cas:[idp-test] for test-k8s
+        "external_services": {"webserver": {"cas": [cfg.idp_server.split(".")[0]]}},
+    }
+    return deep_merge(_layer("common"), site)
+
+
+def hadoop_values(cfg: InstanceConfig) -> dict[str, Any]:
+    if cfg.hadoop_cluster == "none":
+        return {}
+    return copy.deepcopy(_layer(f"hadoop-{cfg.hadoop_cluster}"))
+
+
+def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
+    """The instance's values-production.yaml, final (all on Kubernetes) state.
+
+    Names the chart can derive (dags_folder, client_id, principal) are set explicitly: the
+    result is the same on current charts, and charts <= 0.0.120 require them (wmf-charts.md 5).
+    """
+    airflow: dict[str, Any] = {
+        "instance_name": cfg.instance,
+        "dags_folder": cfg.dags_folder,
+        "config": {
+            "core": {"executor": "KubernetesExecutor"},
+            "kerberos": {"principal": cfg.kerberos_principal},
+        },
+    }
+    auth: dict[str, Any] = {}
+    mappings: dict[str, list[str]] = {}
+    if cfg.chart_version_tuple <= (0, 0, 120):
+        # before a673f8b83 the Op group was not a chart default: instances listed it
+        if cfg.op_ldap_role:
+            mappings[cfg.op_ldap_role] = ["Op"]
+    else:
+        # None renders as YAML null (~): the chart then maps no group to Op (test-k8s)
+        auth["op_ldap_role"] = cfg.op_ldap_role
+    for group, roles in cfg.extra_role_mappings.items():
+        mappings[group] = list(roles)
+    if mappings:
+        auth["role_mappings"] = mappings
+    if auth:
+        airflow["auth"] = auth
+
+    values: dict[str, Any] = {
+        "config": {"airflow": airflow, "oidc": {"client_id": cfg.oidc_client_id}},
+        "ingress": {
+            "gatewayHosts": {"default": cfg.gateway_host, "extraFQDNs": list(cfg.extra_fqdns)},
+        },
+    }
+    if cfg.geoip:
+        values["config"]["geoip"] = {"enabled": True}
+    return values
+
+
+def airflow_values(cfg: InstanceConfig, private: Mapping[str, Any]) -> dict[str, Any]:
+    """All values passed to the airflow Release, layered like helmfile does."""
+    values: dict[str, Any] = {}
+    for layer in (
+        private,
+        general_values(cfg),
+        common_values(cfg),
+        hadoop_values(cfg),
+        instance_values(cfg),
+        cfg.extra_values,
+        {"environmentName": cfg.environment, "pgServiceName": cfg.pg_service_name},
+    ):
+        values = deep_merge(values, layer)
+    return values

@@ -1,0 +1,512 @@
+"""Stack configuration, parsed once into a frozen, validated model.
+
+Every key the program reads is declared in ``KEYS`` below with its type, whether it is
+secret, and a one-line hint on how to fix a bad value.  ``load()`` reads the whole Pulumi
+config bag (project defaults from Pulumi.yaml overlaid with Pulumi.<stack>.yaml), rejects
+unknown keys and bad values with a single line naming the key, and only then does the
+program register resources.
+
+The errors are ``ConfigError``, a ``pulumi.RunError``: the Pulumi language host prints a
+RunError's message without a traceback, and the offline preview does the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import pulumi
+
+PROJECT = "airflow"
+
+# Secret values the offline preview could not decrypt (no passphrase given) arrive as this
+# placeholder; validators of secret *content* skip it, everything else is still checked.
+SECRET_PLACEHOLDER = "[secret]"
+
+
+class ConfigError(pulumi.RunError):
+    """A user mistake in stack config: one line naming the key and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key = key
+        super().__init__(f"{PROJECT}:{key}: {problem}; {fix}")
+
+
+# --- domain types ---------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CHART_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+# app.version as published by the airflow image pipeline (wmf-charts.md 4.3):
+# airflow-<airflowVersion>-py<python>-<YYYY-MM-DD-HHMMSS>-<40-hex git sha>@sha256:<64-hex digest>
+_IMAGE_VERSION = re.compile(
+    r"^airflow-(?P<airflow>\d+\.\d+\.\d+)-py(?P<python>\d+\.\d+)-"
+    r"(?P<built>\d{4}-\d{2}-\d{2}-\d{6})-(?P<sha>[0-9a-f]{40})@sha256:(?P<digest>[0-9a-f]{64})$"
+)
+_LDAP_GROUP = re.compile(r"^[a-z][-a-z0-9_]*$")
+_PRINCIPAL_PRIMARY = re.compile(r"^[a-z][-a-z0-9_]*$")
+_REALM = re.compile(r"^[A-Z][A-Z0-9.-]*$")
+_FERNET = re.compile(r"^[A-Za-z0-9_-]{43}=$")
+
+# The longest derived name bounds the instance name: the S3 bucket
+# "postgresql-airflow-<instance>.<environment>" must fit in 63 characters, and the
+# pooler Service "postgresql-airflow-<instance>-pooler-rw" is a 63-character DNS-1035 label.
+MAX_INSTANCE_LEN = 30
+
+
+def dns_label(key: str, value: str, max_len: int = 63) -> str:
+    if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > max_len:
+        raise ConfigError(
+            key,
+            f"{value!r} is not a DNS label of at most {max_len} characters",
+            "use lowercase letters, digits and '-', starting with a letter (e.g. search)",
+        )
+    return value
+
+
+def hostname(key: str, value: str) -> str:
+    labels = value.split(".") if isinstance(value, str) else []
+    if (
+        not labels
+        or len(value) > 253
+        or len(labels) < 2
+        or not all(_HOST_LABEL.match(label) and len(label) <= 63 for label in labels)
+    ):
+        raise ConfigError(
+            key,
+            f"{value!r} is not a fully qualified hostname",
+            "give a lowercase FQDN such as krb1001.eqiad.wmnet",
+        )
+    return value
+
+
+def https_url(key: str, value: str) -> str:
+    m = re.match(r"^(?P<scheme>[a-z]+)://(?P<host>[^/:]+)(:\d+)?(/.*)?$", value or "")
+    if not m or m.group("scheme") != "https":
+        raise ConfigError(
+            key, f"{value!r} is not an https:// URL", "write the scheme, e.g. https://rgw.eqiad.dpe.anycast.wmnet"
+        )
+    hostname(key, m.group("host"))
+    return value
+
+
+def chart_version(key: str, value: str) -> str:
+    if not isinstance(value, str) or not _CHART_VERSION.match(value):
+        raise ConfigError(key, f"{value!r} is not a chart version", "use MAJOR.MINOR.PATCH, e.g. 0.0.177")
+    return value
+
+
+def version_tuple(value: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(p) for p in value.split("."))
+    return (major, minor, patch)
+
+
+def image_version(key: str, value: str) -> str:
+    if not isinstance(value, str) or not _IMAGE_VERSION.match(value):
+        raise ConfigError(
+            key,
+            f"{value!r} is not an airflow image version",
+            "use airflow-<X.Y.Z>-py<X.Y>-<YYYY-MM-DD-HHMMSS>-<40-hex sha>@sha256:<64-hex digest>",
+        )
+    return value
+
+
+def ldap_group(key: str, value: str) -> str:
+    if not _LDAP_GROUP.match(value):
+        raise ConfigError(key, f"{value!r} is not an LDAP group name", "use lowercase letters, digits, '-' and '_'")
+    return value
+
+
+# --- raw value parsing ----------------------------------------------------------------
+
+
+def _as_str(key: str, raw: Any) -> str:
+    if isinstance(raw, (dict, list)):
+        raise ConfigError(key, "expected a string, got an object or list", "set a plain string value")
+    return str(raw)
+
+
+def _as_bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if str(raw) in ("true", "false"):
+        return str(raw) == "true"
+    raise ConfigError(key, f"{raw!r} is not a boolean", "use true or false")
+
+
+def _as_int(key: str, raw: Any) -> int:
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ConfigError(key, f"{raw!r} is not an integer", "use a whole number") from None
+    return value
+
+
+def _as_json(key: str, raw: Any, kind: type) -> Any:
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(key, f"expected a {kind.__name__} (JSON/YAML), got {raw!r}", "set it as a YAML mapping or list in the stack file") from None
+    if not isinstance(value, kind):
+        raise ConfigError(key, f"expected a {'mapping' if kind is dict else 'list'}, got {type(value).__name__}", "set it as a YAML mapping or list in the stack file")
+    return value
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # str | bool | int | list | object
+    secret: bool = False
+    required: bool = False
+    help: str = ""
+
+
+# Every key under the "airflow:" namespace.  Anything else is rejected.
+KEYS: dict[str, Key] = {
+    # project-level (Pulumi.yaml) site facts, overridable per stack
+    "environment": Key("str", required=True, help="Kubernetes cluster environment, e.g. dse-k8s-eqiad"),
+    "chartRepository": Key("str", required=True, help="Helm chart repository URL"),
+    "airflowChartVersion": Key("str", required=True, help="pinned version of the airflow chart"),
+    "imageVersion": Key("str", required=True, help="airflow image app.version"),
+    "dockerRegistry": Key("str", required=True, help="docker registry host"),
+    "rgwEndpoint": Key("str", required=True, help="Ceph RGW S3 endpoint URL"),
+    "rgwRegion": Key("str", required=True, help="RGW zonegroup api_name used as S3 region"),
+    "kerberosRealm": Key("str", required=True, help="Kerberos realm"),
+    "kdcHost": Key("str", required=True, help="KDC/admin host running kadmin.local"),
+    "rgwAdminHost": Key("str", required=True, help="host running radosgw-admin"),
+    "idpServer": Key("str", required=True, help="CAS/OIDC server"),
+    "smtpHost": Key("str", required=True, help="SMTP relay for Airflow alerts"),
+    "gitsyncImageTag": Key("str", required=True, help="git-sync image tag"),
+    "xcomSidecarTag": Key("str", required=True, help="xcom sidecar image tag"),
+    "serviceDomain": Key("str", required=True, help="internal service discovery domain"),
+    "publicDomain": Key("str", required=True, help="public domain of the web UIs"),
+    "kubeconfigDir": Key("str", required=True, help="directory holding admin and deploy kubeconfigs"),
+    "releaseTimeoutSeconds": Key("int", required=True, help="Helm release timeout in seconds"),
+    # per instance (Pulumi.<stack>.yaml)
+    "instance": Key("str", required=True, help="instance name, e.g. search"),
+    "hadoopCluster": Key("str", help="production | test | none"),
+    "kerberosPrincipal": Key("str", help="principal Airflow tasks run as, without realm"),
+    "opLdapRole": Key("str", help="LDAP group mapped to the Op role; empty string for none"),
+    "extraRoleMappings": Key("object", help="extra LDAP group -> roles mappings"),
+    "gatewayHost": Key("str", help="ingress gateway host label"),
+    "extraFqdns": Key("list", help="public FQDNs of the web UI"),
+    "namespaceLabels": Key("object", help="extra labels on the Namespace"),
+    "geoip": Key("bool", help="mount the GeoIP database"),
+    "extraValues": Key("object", help="extra airflow chart values, merged last"),
+    # secrets (pulumi config set --secret)
+    "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
+    "fernetKey": Key("str", secret=True, required=True, help="Airflow fernet key"),
+    "webserverSecretKey": Key("str", secret=True, required=True, help="Airflow webserver secret key"),
+    "s3AccessKey": Key("str", secret=True, required=True, help="RGW access key of airflow-<instance>"),
+    "s3SecretKey": Key("str", secret=True, required=True, help="RGW secret key of airflow-<instance>"),
+    "kerberosKeytab": Key("str", secret=True, required=True, help="base64 keytab"),
+}
+
+HADOOP_CLUSTERS = ("production", "test", "none")
+
+# Secret values reserved to typed config keys; extraValues may not smuggle them in as
+# plain text (they would be neither encrypted in the stack file nor secret in state).
+_SECRET_VALUE_PATHS = (
+    ("config", "private"),
+    ("config", "airflow", "aws_access_key_id"),
+    ("config", "airflow", "aws_secret_access_key"),
+    ("config", "airflow", "postgresqlPass"),
+    ("config", "oidc", "client_secret"),
+    ("kerberos", "keytab"),
+)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret inputs; each is a secret ``pulumi.Output[str]``."""
+
+    oidc_client_secret: pulumi.Output[str]
+    fernet_key: pulumi.Output[str]
+    webserver_secret_key: pulumi.Output[str]
+    s3_access_key: pulumi.Output[str]
+    s3_secret_key: pulumi.Output[str]
+    kerberos_keytab: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """One Airflow instance (one stack), validated."""
+
+    # site facts
+    environment: str
+    chart_repository: str
+    airflow_chart_version: str
+    image_version: str
+    docker_registry: str
+    rgw_endpoint: str
+    rgw_region: str
+    kerberos_realm: str
+    kdc_host: str
+    rgw_admin_host: str
+    idp_server: str
+    smtp_host: str
+    gitsync_image_tag: str
+    xcom_sidecar_tag: str
+    service_domain: str
+    public_domain: str
+    kubeconfig_dir: str
+    release_timeout_seconds: int
+    # the instance
+    instance: str
+    hadoop_cluster: str
+    kerberos_principal: str
+    op_ldap_role: str | None
+    extra_role_mappings: Mapping[str, tuple[str, ...]]
+    gateway_host: str
+    extra_fqdns: tuple[str, ...]
+    namespace_labels: Mapping[str, str]
+    geoip: bool
+    extra_values: Mapping[str, Any] = field(default_factory=dict)
+
+    # --- derived names (one place, so every component agrees) ---
+    @property
+    def namespace(self) -> str:
+        return f"airflow-{self.instance}"
+
+    @property
+    def pg_service_name(self) -> str:
+        return f"postgresql-airflow-{self.instance}"
+
+    @property
+    def deploy_user(self) -> str:
+        # admin_ng's default deployUser is "<namespace>-deploy" (wmf-charts.md 3.1)
+        return f"{self.namespace}-deploy"
+
+    @property
+    def service_fqdn(self) -> str:
+        return f"airflow-{self.instance}.{self.service_domain}"
+
+    @property
+    def dags_folder(self) -> str:
+        return self.instance.replace("-", "_")
+
+    @property
+    def oidc_client_id(self) -> str:
+        return "airflow_" + self.instance.replace("-", "_")
+
+    @property
+    def logs_bucket(self) -> str:
+        return f"logs.airflow-{self.instance}.{self.environment}"
+
+    @property
+    def pg_bucket(self) -> str:
+        return f"postgresql-airflow-{self.instance}.{self.environment}"
+
+    @property
+    def admin_kubeconfig(self) -> str:
+        return f"{self.kubeconfig_dir}/admin-{self.environment}.config"
+
+    @property
+    def deploy_kubeconfig(self) -> str:
+        # the same file helmfile uses: /etc/kubernetes/airflow-<x>-deploy-<env>.config
+        return f"{self.kubeconfig_dir}/{self.namespace}-deploy-{self.environment}.config"
+
+    @property
+    def chart_version_tuple(self) -> tuple[int, int, int]:
+        return version_tuple(self.airflow_chart_version)
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def all_config() -> dict[str, Any]:
+    """The whole config bag the engine handed to this program (full keys)."""
+    bag = dict(pulumi.runtime.config.get_config_env())
+    bag.update(pulumi.runtime.config.CONFIG.get())
+    return bag
+
+
+def _check_extra_values(values: Mapping[str, Any]) -> None:
+    for path in _SECRET_VALUE_PATHS:
+        node: Any = values
+        for part in path:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            dotted = ".".join(path)
+            raise ConfigError(
+                "extraValues",
+                f"sets the secret chart value {dotted} in plain text",
+                "set secrets with `pulumi config set --secret` on their own keys",
+            )
+
+
+def load(
+    bag: Mapping[str, Any] | None = None,
+    is_secret: Callable[[str], bool] | None = None,
+    read_secret: Callable[[str], str] | None = None,
+) -> tuple[InstanceConfig, Secrets]:
+    """Parse and validate the stack config; raise ConfigError on the first problem.
+
+    ``bag`` defaults to the program's config, ``is_secret`` to the engine's list of secret
+    keys, ``read_secret`` to ``pulumi.Config().require_secret``.
+    """
+    bag = all_config() if bag is None else bag
+    is_secret = pulumi.runtime.is_config_secret if is_secret is None else is_secret
+    prefix = f"{PROJECT}:"
+    raw: dict[str, Any] = {}
+    for full_key, value in bag.items():
+        if not full_key.startswith(prefix):
+            continue  # other namespaces (pulumi:, kubernetes:) belong to the engine and providers
+        key = full_key[len(prefix):]
+        if key not in KEYS:
+            close = [k for k in KEYS if k.lower() == key.lower()]
+            hint = f"did you mean {prefix}{close[0]}?" if close else "remove it or check the spelling against README's key table"
+            raise ConfigError(key, "unknown config key", hint)
+        raw[key] = value
+
+    for key, spec in KEYS.items():
+        if spec.required and (key not in raw or raw[key] in ("", None)):
+            how = f"pulumi config set --secret {key} <value>" if spec.secret else f"pulumi config set {key} <value>"
+            raise ConfigError(key, f"missing ({spec.help})", f"set it with `{how}`")
+        if spec.secret and key in raw and not is_secret(prefix + key):
+            raise ConfigError(key, "is stored in plain text", f"remove it and set it with `pulumi config set --secret {key}`")
+
+    def get(key: str, default: Any = None) -> Any:
+        if key not in raw:
+            return default
+        spec = KEYS[key]
+        value = raw[key]
+        if spec.kind == "str":
+            return _as_str(key, value)
+        if spec.kind == "bool":
+            return _as_bool(key, value)
+        if spec.kind == "int":
+            return _as_int(key, value)
+        if spec.kind == "list":
+            return _as_json(key, value, list)
+        return _as_json(key, value, dict)
+
+    instance = dns_label("instance", get("instance"), MAX_INSTANCE_LEN)
+    environment = dns_label("environment", get("environment"))
+    service_domain = hostname("serviceDomain", get("serviceDomain"))
+    public_domain = hostname("publicDomain", get("publicDomain"))
+
+    version = chart_version("airflowChartVersion", get("airflowChartVersion"))
+    if version_tuple(version) < (0, 0, 65):
+        # before 0.0.65 external_services was a flat map (e1ace7979); we only emit the component form
+        raise ConfigError("airflowChartVersion", f"{version} predates the component-keyed external_services (0.0.65)", "use 0.0.65 or later")
+
+    realm = get("kerberosRealm")
+    if not _REALM.match(realm):
+        raise ConfigError("kerberosRealm", f"{realm!r} is not a Kerberos realm", "use upper case, e.g. WIKIMEDIA")
+
+    hadoop = get("hadoopCluster", "production")
+    if hadoop not in HADOOP_CLUSTERS:
+        raise ConfigError("hadoopCluster", f"{hadoop!r} is not a known Hadoop cluster", f"use one of {', '.join(HADOOP_CLUSTERS)}")
+
+    service_fqdn = f"airflow-{instance}.{service_domain}"
+    default_primary = "analytics-" + instance.removeprefix("analytics-")
+    principal = get("kerberosPrincipal", f"{default_primary}/{service_fqdn}")
+    m = re.match(r"^(?P<primary>[^/@\s]+)/(?P<host>[^/@\s]+)$", principal)
+    if not m or not _PRINCIPAL_PRIMARY.match(m.group("primary")):
+        raise ConfigError("kerberosPrincipal", f"{principal!r} is not <user>/<host> (no realm)", f"e.g. analytics/{service_fqdn}")
+    hostname("kerberosPrincipal", m.group("host"))
+
+    op_role_raw = get("opLdapRole", f"airflow-{instance}-ops")
+    op_ldap_role = ldap_group("opLdapRole", op_role_raw) if op_role_raw else None
+
+    mappings: dict[str, tuple[str, ...]] = {}
+    for group, roles in get("extraRoleMappings", {}).items():
+        ldap_group("extraRoleMappings", group)
+        if not isinstance(roles, list) or not roles or not all(r in ("Admin", "Op", "User", "Viewer", "Public") for r in roles):
+            raise ConfigError("extraRoleMappings", f"roles of {group!r} must be a non-empty list of Admin/Op/User/Viewer/Public", "e.g. {airflow-analytics-ops: [Op]}")
+        mappings[group] = tuple(roles)
+
+    gateway_host = dns_label("gatewayHost", get("gatewayHost", f"airflow-{instance}"))
+    fqdns = tuple(hostname("extraFqdns", h) for h in get("extraFqdns", [f"airflow-{instance}.{public_domain}"]))
+    if not fqdns:
+        raise ConfigError("extraFqdns", "is empty", "list at least the public FQDN, e.g. [airflow-search.wikimedia.org]")
+
+    labels = get("namespaceLabels", {})
+    for k, v in labels.items():
+        if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", k) or not isinstance(v, str) or not re.match(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", v):
+            raise ConfigError("namespaceLabels", f"{k!r}: {v!r} is not a valid Kubernetes label", "use name[/prefix]: value with letters, digits, '-', '_' and '.'")
+
+    extra_values = get("extraValues", {})
+    _check_extra_values(extra_values)
+
+    timeout = get("releaseTimeoutSeconds")
+    if not 60 <= timeout <= 3600:
+        raise ConfigError("releaseTimeoutSeconds", f"{timeout} is outside 60..3600", "pick a finite timeout such as 900")
+
+    cfg = InstanceConfig(
+        environment=environment,
+        chart_repository=https_url("chartRepository", get("chartRepository")),
+        airflow_chart_version=version,
+        image_version=image_version("imageVersion", get("imageVersion")),
+        docker_registry=hostname("dockerRegistry", get("dockerRegistry")),
+        rgw_endpoint=https_url("rgwEndpoint", get("rgwEndpoint")),
+        rgw_region=dns_label("rgwRegion", get("rgwRegion")),
+        kerberos_realm=realm,
+        kdc_host=hostname("kdcHost", get("kdcHost")),
+        rgw_admin_host=hostname("rgwAdminHost", get("rgwAdminHost")),
+        idp_server=hostname("idpServer", get("idpServer")),
+        smtp_host=hostname("smtpHost", get("smtpHost")),
+        gitsync_image_tag=_image_tag("gitsyncImageTag", get("gitsyncImageTag")),
+        xcom_sidecar_tag=_image_tag("xcomSidecarTag", get("xcomSidecarTag")),
+        service_domain=service_domain,
+        public_domain=public_domain,
+        kubeconfig_dir=_abs_path("kubeconfigDir", get("kubeconfigDir")),
+        release_timeout_seconds=timeout,
+        instance=instance,
+        hadoop_cluster=hadoop,
+        kerberos_principal=principal,
+        op_ldap_role=op_ldap_role,
+        extra_role_mappings=mappings,
+        gateway_host=gateway_host,
+        extra_fqdns=fqdns,
+        namespace_labels=dict(labels),
+        geoip=get("geoip", False),
+        extra_values=extra_values,
+    )
+    return cfg, _load_secrets(raw, read_secret)
+
+
+def _image_tag(key: str, value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$", value):
+        raise ConfigError(key, f"{value!r} is not an image tag", "use <tag> or <tag>@sha256:<64-hex digest>")
+    return value
+
+
+def _abs_path(key: str, value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "\n\0"):
+        raise ConfigError(key, f"{value!r} is not an absolute path", "e.g. /etc/kubernetes")
+    return value.rstrip("/") or "/"
+
+
+def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
+    fernet = _as_str("fernetKey", raw["fernetKey"])
+    if fernet != SECRET_PLACEHOLDER and not _FERNET.match(fernet):
+        # the value itself is never echoed: it is a secret
+        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "generate one with python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'")
+    for key in ("webserverSecretKey",):
+        value = _as_str(key, raw[key])
+        if value != SECRET_PLACEHOLDER and len(value) < 32:
+            raise ConfigError(key, "is shorter than 32 characters", "use a random string of 64 characters")
+    keytab = _as_str("kerberosKeytab", raw["kerberosKeytab"])
+    if keytab != SECRET_PLACEHOLDER and not re.match(r"^[A-Za-z0-9+/\s]+=*\s*$", keytab):
+        raise ConfigError("kerberosKeytab", "is not base64", "paste the output of `base64 -w0 <keytab>`")
+
+    def secret(key: str) -> pulumi.Output[str]:
+        if read_secret is not None:
+            return pulumi.Output.secret(read_secret(key))
+        return pulumi.Config(PROJECT).require_secret(key)
+
+    return Secrets(
+        oidc_client_secret=secret("oidcClientSecret"),
+        fernet_key=secret("fernetKey"),
+        webserver_secret_key=secret("webserverSecretKey"),
+        s3_access_key=secret("s3AccessKey"),
+        s3_secret_key=secret("s3SecretKey"),
+        kerberos_keytab=secret("kerberosKeytab"),
+    )

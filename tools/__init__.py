@@ -1,0 +1,1 @@
+"""Tooling around the Pulumi program: stack files, passphrase secrets, offline preview."""

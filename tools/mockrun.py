@@ -1,0 +1,234 @@
+"""Run the real Pulumi program under Pulumi's own mock runtime and record what it registers.
+
+This is how the tests and the offline preview see the program without the CLI or a
+cluster: ``pulumi.runtime.set_mocks`` with a ``MockMonitor`` subclass that keeps the raw
+``RegisterResourceRequest`` of every resource (so resource options such as protect,
+parent, dependsOn and additionalSecretOutputs are visible), and the program run through
+``run_in_stack`` exactly like the language host's exec script does.
+
+Not an engine: there is no state, no diff and no provider; it renders the desired state.
+"""
+
+from __future__ import annotations
+
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pm
+from pulumi.runtime import rpc
+from pulumi.runtime import settings
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECRET = "[secret]"
+COMPUTED = "(computed)"
+_SECRET_SIG = rpc._special_sig_key
+_SECRET_VALUE = rpc._special_secret_sig
+_RESOURCE_VALUE = rpc._special_resource_sig
+_UNKNOWN = rpc.UNKNOWN
+
+
+class SecretLeaf:
+    """A secret value found in a resource's inputs; ``value`` is kept for leak tests only."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return SECRET
+
+
+def _from_struct_value(node: Any) -> Any:
+    if isinstance(node, dict):
+        sig = node.get(_SECRET_SIG)
+        if sig == _SECRET_VALUE:
+            return SecretLeaf(_from_struct_value(node.get("value")))
+        if sig == _RESOURCE_VALUE:
+            return f"<resource {node.get('urn')}>"
+        return {k: _from_struct_value(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_from_struct_value(v) for v in node]
+    if node == _UNKNOWN:
+        return COMPUTED
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    return node
+
+
+def masked(node: Any, placeholder: str = SECRET) -> Any:
+    """The structure with every secret leaf replaced by ``placeholder``."""
+    if isinstance(node, SecretLeaf):
+        return placeholder
+    if isinstance(node, dict):
+        return {k: masked(v, placeholder) for k, v in node.items()}
+    if isinstance(node, list):
+        return [masked(v, placeholder) for v in node]
+    return node
+
+
+def secret_paths(node: Any, path: str = "") -> list[str]:
+    """Dotted paths of the secret leaves in ``node``."""
+    if isinstance(node, SecretLeaf):
+        return [path]
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += secret_paths(v, f"{path}.{k}" if path else k)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += secret_paths(v, f"{path}[{i}]")
+    return out
+
+
+@dataclass
+class Registration:
+    """One registered resource, with the options the engine would see."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    parent: str
+    provider: str
+    inputs: dict[str, Any]
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    additional_secret_outputs: list[str]
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    custom_timeouts: dict[str, str]
+    remote: bool
+
+    @property
+    def explicit_depends_on(self) -> list[str]:
+        implicit = {u for urns in self.property_dependencies.values() for u in urns}
+        return [u for u in self.dependencies if u not in implicit]
+
+
+class Mocks(pm.Mocks):
+    """Echo inputs back as outputs; a Release reports a deployed status."""
+
+    def new_resource(self, args: pm.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == "kubernetes:helm.sh/v3:Release":
+            outputs["status"] = {"status": "deployed", "name": args.inputs.get("name")}
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pm.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(pm.MockMonitor):
+    def __init__(self, mocks: pm.Mocks):
+        super().__init__(mocks)
+        self.registrations: dict[str, Registration] = {}
+        self.order: list[str] = []
+        self.outputs: dict[str, Any] = {}
+        self.stack_urn = ""
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        # Engine-faithful URNs: children of the Stack carry no Stack prefix and the full
+        # parent type chain is kept (the stock mock keeps only the last segment).
+        if parent and parent.split("::")[2] != "pulumi:pulumi:Stack":
+            type_ = parent.split("::")[2] + "$" + type_
+        return "urn:pulumi:" + "::".join([settings.get_stack(), settings.get_project(), type_, name])
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = response.urn
+            return response
+        inputs = _from_struct_value(json_format.MessageToDict(request.object))
+        timeouts = request.customTimeouts
+        self.registrations[response.urn] = Registration(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            custom=bool(request.custom),
+            parent=request.parent,
+            provider=request.provider,
+            inputs=inputs,
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            ignore_changes=list(request.ignoreChanges),
+            replace_on_changes=list(request.replaceOnChanges),
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            dependencies=list(request.dependencies),
+            property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+            custom_timeouts={k: getattr(timeouts, k) for k in ("create", "update", "delete") if getattr(timeouts, k)},
+            remote=bool(request.remote),
+        )
+        self.order.append(response.urn)
+        return response
+
+    def RegisterResourceOutputs(self, request):
+        self.outputs[request.urn] = _from_struct_value(json_format.MessageToDict(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+    # --- queries for tests and the preview ---
+    def by_type(self, type_: str) -> list[Registration]:
+        return [self.registrations[u] for u in self.order if self.registrations[u].type == type_]
+
+    def one(self, type_: str) -> Registration:
+        found = self.by_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {[r.name for r in found]}"
+        return found[0]
+
+    def named(self, name: str) -> Registration:
+        for urn in self.order:
+            if self.registrations[urn].name == name:
+                return self.registrations[urn]
+        raise KeyError(name)
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        return self.outputs.get(self.stack_urn, {})
+
+    def registered(self) -> list[Registration]:
+        return [self.registrations[u] for u in self.order]
+
+
+@dataclass
+class Run:
+    monitor: RecordingMonitor
+    error: BaseException | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_program(
+    project: str,
+    stack: str,
+    config: dict[str, str],
+    secret_keys: list[str] | tuple[str, ...] = (),
+    program: Callable[[], Any] | None = None,
+    mocks: pm.Mocks | None = None,
+) -> Run:
+    """Run ``program`` (default: ``__main__.py``) under mocks; exceptions are returned, not raised."""
+    mocks = Mocks() if mocks is None else mocks
+    monitor = RecordingMonitor(mocks)
+    pm.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    # Let run_in_stack create and finish the Stack, as the language host does; it must
+    # reuse the loop set_mocks queued its RPCs on (a new loop hangs forever).
+    settings.set_root_resource(None)
+    pulumi.runtime.set_all_config(dict(config), list(secret_keys))
+
+    def default_program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    try:
+        _sync_await(run_in_stack(program or default_program))
+    except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
+        return Run(monitor, exc)
+    return Run(monitor)
