@@ -2,12 +2,17 @@
 
 import pulumi
 
-from components import config
+from components import buckets, config
 from components.instance import AirflowInstance
 
-cfg, secrets = config.load()  # raises a one-line ConfigError before any resource exists
+# Both raise a one-line ConfigError (a pulumi.RunError: no traceback) before any resource exists.
+cfg, secrets = config.load()
+buckets.require_checksum_env()
+
 instance = AirflowInstance(cfg.instance, cfg, secrets)
 
 pulumi.export("namespace", instance.namespace)
 pulumi.export("chartVersion", cfg.airflow_chart_version)
 pulumi.export("imageVersion", cfg.image_version)
+pulumi.export("manualSteps", instance.manual_steps)
+pulumi.export("pgBucketCredentials", instance.pg_bucket_credentials)

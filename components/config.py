@@ -29,9 +29,9 @@ SECRET_PLACEHOLDER = "[secret]"
 class ConfigError(pulumi.RunError):
     """A user mistake in stack config: one line naming the key and the fix."""
 
-    def __init__(self, key: str, problem: str, fix: str):
+    def __init__(self, key: str, problem: str, fix: str, prefix: str = f"{PROJECT}:"):
         self.key = key
-        super().__init__(f"{PROJECT}:{key}: {problem}; {fix}")
+        super().__init__(f"{prefix}{key}: {problem}; {fix}")
 
 
 # --- domain types ---------------------------------------------------------------------
@@ -185,6 +185,15 @@ KEYS: dict[str, Key] = {
     "publicDomain": Key("str", required=True, help="public domain of the web UIs"),
     "kubeconfigDir": Key("str", required=True, help="directory holding admin and deploy kubeconfigs"),
     "releaseTimeoutSeconds": Key("int", required=True, help="Helm release timeout in seconds"),
+    "sshUser": Key("str", required=True, help="SSH user on the KDC and RGW admin hosts"),
+    "kdcHostKey": Key("str", required=True, help="pinned SSH host public key of kdcHost"),
+    "rgwAdminHostKey": Key("str", required=True, help="pinned SSH host public key of rgwAdminHost"),
+    "sshDialTimeoutSeconds": Key("int", required=True, help="SSH per-dial timeout"),
+    "sshDialErrorLimit": Key("int", required=True, help="SSH dial attempts before failing"),
+    "remoteSudo": Key("bool", required=True, help="run remote scripts through sudo -n"),
+    "commandTimeoutMinutes": Key("int", required=True, help="timeout of each remote Command"),
+    "postgresqlImageTag": Key("str", required=True, help="tag of the PostgreSQL 15 image (common_images.postgresql)"),
+    "pgbouncerImageTag": Key("str", required=True, help="tag of the pgbouncer image"),
     # per instance (Pulumi.<stack>.yaml)
     "instance": Key("str", required=True, help="instance name, e.g. search"),
     "hadoopCluster": Key("str", help="production | test | none"),
@@ -196,13 +205,16 @@ KEYS: dict[str, Key] = {
     "namespaceLabels": Key("object", help="extra labels on the Namespace"),
     "geoip": Key("bool", help="mount the GeoIP database"),
     "extraValues": Key("object", help="extra airflow chart values, merged last"),
+    "pgInstances": Key("int", help="CNPG instances (default 2)"),
+    "pgStorageSize": Key("str", help="CNPG data volume size (default 15Gi)"),
+    "pgWalStorageSize": Key("str", help="CNPG WAL volume size (default 30Gi)"),
+    "pgParameters": Key("object", help="postgresql.conf parameters of the CNPG cluster"),
     # secrets (pulumi config set --secret)
     "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
-    "fernetKey": Key("str", secret=True, required=True, help="Airflow fernet key"),
-    "webserverSecretKey": Key("str", secret=True, required=True, help="Airflow webserver secret key"),
-    "s3AccessKey": Key("str", secret=True, required=True, help="RGW access key of airflow-<instance>"),
-    "s3SecretKey": Key("str", secret=True, required=True, help="RGW secret key of airflow-<instance>"),
-    "kerberosKeytab": Key("str", secret=True, required=True, help="base64 keytab"),
+    "sshPrivateKey": Key("str", secret=True, required=True, help="SSH private key of sshUser"),
+    # optional: generated (and protected) when absent; set them to carry a legacy instance's keys
+    "fernetKey": Key("str", secret=True, help="Airflow fernet key (generated when absent)"),
+    "webserverSecretKey": Key("str", secret=True, help="Airflow webserver secret key (generated when absent)"),
 }
 
 HADOOP_CLUSTERS = ("production", "test", "none")
@@ -221,14 +233,12 @@ _SECRET_VALUE_PATHS = (
 
 @dataclass(frozen=True)
 class Secrets:
-    """Secret inputs; each is a secret ``pulumi.Output[str]``."""
+    """Secret inputs from config; each is a secret ``pulumi.Output[str]`` (None: generate it)."""
 
     oidc_client_secret: pulumi.Output[str]
-    fernet_key: pulumi.Output[str]
-    webserver_secret_key: pulumi.Output[str]
-    s3_access_key: pulumi.Output[str]
-    s3_secret_key: pulumi.Output[str]
-    kerberos_keytab: pulumi.Output[str]
+    ssh_private_key: pulumi.Output[str]
+    fernet_key: pulumi.Output[str] | None
+    webserver_secret_key: pulumi.Output[str] | None
 
 
 @dataclass(frozen=True)
@@ -264,7 +274,22 @@ class InstanceConfig:
     extra_fqdns: tuple[str, ...]
     namespace_labels: Mapping[str, str]
     geoip: bool
-    extra_values: Mapping[str, Any] = field(default_factory=dict)
+    extra_values: Mapping[str, Any]
+    # remote commands
+    ssh_user: str
+    kdc_host_key: str
+    rgw_admin_host_key: str
+    ssh_dial_timeout_seconds: int
+    ssh_dial_error_limit: int
+    remote_sudo: bool
+    command_timeout_minutes: int
+    # database
+    postgresql_image_tag: str
+    pgbouncer_image_tag: str
+    pg_instances: int
+    pg_storage_size: str
+    pg_wal_storage_size: str
+    pg_parameters: Mapping[str, str]
 
     # --- derived names (one place, so every component agrees) ---
     @property
@@ -299,6 +324,19 @@ class InstanceConfig:
     @property
     def pg_bucket(self) -> str:
         return f"postgresql-airflow-{self.instance}.{self.environment}"
+
+    @property
+    def runs_as_user(self) -> str:
+        """The UNIX user tasks impersonate: the primary of the kerberos principal."""
+        return self.kerberos_principal.split("/", 1)[0]
+
+    @property
+    def airflow_s3_user(self) -> str:
+        return f"airflow-{self.instance}"
+
+    @property
+    def pg_s3_user(self) -> str:
+        return self.pg_service_name
 
     @property
     def admin_kubeconfig(self) -> str:
@@ -468,8 +506,55 @@ def load(
         namespace_labels=dict(labels),
         geoip=get("geoip", False),
         extra_values=extra_values,
+        ssh_user=_unix_user("sshUser", get("sshUser")),
+        kdc_host_key=_host_key("kdcHostKey", get("kdcHostKey")),
+        rgw_admin_host_key=_host_key("rgwAdminHostKey", get("rgwAdminHostKey")),
+        ssh_dial_timeout_seconds=_in_range("sshDialTimeoutSeconds", get("sshDialTimeoutSeconds"), 1, 300),
+        ssh_dial_error_limit=_in_range("sshDialErrorLimit", get("sshDialErrorLimit"), 1, 100),
+        remote_sudo=get("remoteSudo"),
+        command_timeout_minutes=_in_range("commandTimeoutMinutes", get("commandTimeoutMinutes"), 1, 24 * 60),
+        postgresql_image_tag=_image_tag("postgresqlImageTag", get("postgresqlImageTag")),
+        pgbouncer_image_tag=_image_tag("pgbouncerImageTag", get("pgbouncerImageTag")),
+        pg_instances=_in_range("pgInstances", get("pgInstances", 2), 1, 9),
+        pg_storage_size=_quantity("pgStorageSize", get("pgStorageSize", "15Gi")),
+        pg_wal_storage_size=_quantity("pgWalStorageSize", get("pgWalStorageSize", "30Gi")),
+        pg_parameters=_pg_parameters(get("pgParameters", {})),
     )
     return cfg, _load_secrets(raw, read_secret)
+
+
+def _in_range(key: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ConfigError(key, f"{value} is outside {low}..{high}", f"pick a value between {low} and {high}")
+    return value
+
+
+def _unix_user(key: str, value: str) -> str:
+    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        raise ConfigError(key, f"{value!r} is not a UNIX user name", "use lowercase letters, digits, '-' and '_'")
+    return value
+
+
+def _host_key(key: str, value: str) -> str:
+    # the format `ssh-keyscan`/known_hosts use, without the host name
+    if not re.match(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$", value):
+        raise ConfigError(key, "is not an SSH host public key", "paste '<type> <base64>' from `ssh-keyscan -t ed25519 <host>`")
+    return value
+
+
+def _quantity(key: str, value: str) -> str:
+    if not re.match(r"^[1-9][0-9]*(Mi|Gi|Ti)$", value):
+        raise ConfigError(key, f"{value!r} is not a storage size", "use e.g. 15Gi")
+    return value
+
+
+def _pg_parameters(params: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in params.items():
+        if not re.match(r"^[a-z_][a-z0-9_.]*$", k) or isinstance(v, (dict, list)):
+            raise ConfigError("pgParameters", f"{k!r} is not a postgresql.conf parameter with a scalar value", "e.g. {max_connections: \"200\"}")
+        out[k] = str(v)
+    return out
 
 
 def _image_tag(key: str, value: str) -> str:
@@ -485,28 +570,29 @@ def _abs_path(key: str, value: str) -> str:
 
 
 def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
-    fernet = _as_str("fernetKey", raw["fernetKey"])
-    if fernet != SECRET_PLACEHOLDER and not _FERNET.match(fernet):
-        # the value itself is never echoed: it is a secret
-        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "generate one with python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'")
-    for key in ("webserverSecretKey",):
-        value = _as_str(key, raw[key])
+    if "fernetKey" in raw:
+        fernet = _as_str("fernetKey", raw["fernetKey"])
+        if fernet != SECRET_PLACEHOLDER and not _FERNET.match(fernet):
+            # the value itself is never echoed: it is a secret
+            raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "copy the legacy instance's fernet_key, or remove the key to have one generated")
+    if "webserverSecretKey" in raw:
+        value = _as_str("webserverSecretKey", raw["webserverSecretKey"])
         if value != SECRET_PLACEHOLDER and len(value) < 32:
-            raise ConfigError(key, "is shorter than 32 characters", "use a random string of 64 characters")
-    keytab = _as_str("kerberosKeytab", raw["kerberosKeytab"])
-    if keytab != SECRET_PLACEHOLDER and not re.match(r"^[A-Za-z0-9+/\s]+=*\s*$", keytab):
-        raise ConfigError("kerberosKeytab", "is not base64", "paste the output of `base64 -w0 <keytab>`")
+            raise ConfigError("webserverSecretKey", "is shorter than 32 characters", "use a random string of 64 characters, or remove the key to have one generated")
+    key_text = _as_str("sshPrivateKey", raw["sshPrivateKey"])
+    if key_text != SECRET_PLACEHOLDER and not re.match(r"^-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*$", key_text):
+        raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
 
-    def secret(key: str) -> pulumi.Output[str]:
+    def secret(key: str) -> pulumi.Output[str] | None:
+        if key not in raw:
+            return None
         if read_secret is not None:
             return pulumi.Output.secret(read_secret(key))
         return pulumi.Config(PROJECT).require_secret(key)
 
     return Secrets(
         oidc_client_secret=secret("oidcClientSecret"),
+        ssh_private_key=secret("sshPrivateKey"),
         fernet_key=secret("fernetKey"),
         webserver_secret_key=secret("webserverSecretKey"),
-        s3_access_key=secret("s3AccessKey"),
-        s3_secret_key=secret("s3SecretKey"),
-        kerberos_keytab=secret("kerberosKeytab"),
     )

@@ -1,44 +1,151 @@
-"""``AirflowInstance``: one Airflow instance (one stack) as a ComponentResource."""
+"""``AirflowInstance``: one Airflow instance (one stack) as a ComponentResource.
+
+The order follows the runbook's "Creating a new instance": namespace and deploy rights,
+S3 users and buckets, Kerberos principals and keytab, generated secrets, the CloudNativePG
+cluster, then the Airflow release; the steps no API reaches become the ``manual_steps``.
+"""
 
 from __future__ import annotations
 
 import pulumi
 
-from components import airflow_values
+from components import airflow_values, generated_secrets, kerberos, manual_steps, remote
 from components.airflow_release import AirflowRelease, AirflowReleaseArgs
+from components.buckets import RgwBucket, RgwBucketArgs
 from components.config import InstanceConfig, Secrets
+from components.database import PostgresCluster, PostgresClusterArgs
+from components.kerberos import KerberosKeytab, KerberosKeytabArgs
 from components.namespace import InstanceNamespace, NamespaceArgs
 from components.providers import kubernetes_providers
+from components.rgw_user import RgwUser, RgwUserArgs
 
 
 class AirflowInstance(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
-    release_status: pulumi.Output
+    manual_steps: list[dict[str, str]]
+    pg_bucket_credentials: pulumi.Output[dict]
 
     def __init__(self, name: str, cfg: InstanceConfig, secrets: Secrets, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dpe:airflow:Instance", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
         providers = kubernetes_providers(name, cfg, parent=self)
 
         ns = InstanceNamespace(
-            f"{name}",
+            name,
             NamespaceArgs(
                 namespace=cfg.namespace,
                 deploy_user=cfg.deploy_user,
                 labels=cfg.namespace_labels,
                 admin_provider=providers.admin,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child,
         )
 
-        private = airflow_values.private_values(
-            fernet_key=secrets.fernet_key,
-            webserver_secret_key=secrets.webserver_secret_key,
-            s3_access_key=secrets.s3_access_key,
-            s3_secret_key=secrets.s3_secret_key,
-            oidc_client_secret=secrets.oidc_client_secret,
-            kerberos_keytab=secrets.kerberos_keytab,
+        # --- generated secrets (protected: they must never change once created) ---
+        rnd = generated_secrets.random_provider(name, self)
+        fernet_key = secrets.fernet_key or generated_secrets.fernet_key(name, self, rnd)
+        webserver_key = secrets.webserver_secret_key or generated_secrets.webserver_secret_key(name, self, rnd)
+        airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
+        pg_keys = generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
+
+        # --- Ceph RGW users and buckets ---
+        ssh = remote.SshSettings(
+            user=cfg.ssh_user,
+            private_key=secrets.ssh_private_key,
+            dial_timeout_seconds=cfg.ssh_dial_timeout_seconds,
+            dial_error_limit=cfg.ssh_dial_error_limit,
+            use_sudo=cfg.remote_sudo,
         )
-        release = AirflowRelease(
+        rgw_conn = remote.connection(ssh, cfg.rgw_admin_host, cfg.rgw_admin_host_key)
+        # explicit provider, inherited by the Commands inside the RgwUser/KerberosKeytab components
+        commands = pulumi.ResourceOptions(parent=self, providers=[remote.command_provider(name, self)])
+        airflow_user = RgwUser(
+            f"{name}-rgw-airflow",
+            RgwUserArgs(
+                uid=cfg.airflow_s3_user,
+                display_name=cfg.airflow_s3_user,
+                access_key=airflow_keys.access_key,
+                secret_key=airflow_keys.secret_key,
+                conn=rgw_conn,
+                use_sudo=cfg.remote_sudo,
+                timeout_minutes=cfg.command_timeout_minutes,
+            ),
+            opts=commands,
+        )
+        pg_user = RgwUser(
+            f"{name}-rgw-postgresql",
+            RgwUserArgs(
+                uid=cfg.pg_s3_user,
+                display_name=cfg.pg_s3_user,
+                access_key=pg_keys.access_key,
+                secret_key=pg_keys.secret_key,
+                conn=rgw_conn,
+                use_sudo=cfg.remote_sudo,
+                timeout_minutes=cfg.command_timeout_minutes,
+            ),
+            opts=commands,
+        )
+        logs_bucket = RgwBucket(
+            f"{name}-logs",
+            RgwBucketArgs(
+                bucket=cfg.logs_bucket,
+                endpoint=cfg.rgw_endpoint,
+                region=cfg.rgw_region,
+                access_key=airflow_keys.access_key,
+                secret_key=airflow_keys.secret_key,
+                depends_on=[airflow_user],
+            ),
+            opts=child,
+        )
+        pg_bucket = RgwBucket(
+            f"{name}-postgresql-backups",
+            RgwBucketArgs(
+                bucket=cfg.pg_bucket,
+                endpoint=cfg.rgw_endpoint,
+                region=cfg.rgw_region,
+                access_key=pg_keys.access_key,
+                secret_key=pg_keys.secret_key,
+                depends_on=[pg_user],
+            ),
+            opts=child,
+        )
+
+        # --- Kerberos principals and keytab ---
+        keytab = KerberosKeytab(
+            f"{name}-kerberos",
+            KerberosKeytabArgs(
+                realm=cfg.kerberos_realm,
+                principals=kerberos.principals(cfg.runs_as_user, cfg.service_fqdn, cfg.kerberos_realm),
+                conn=remote.connection(ssh, cfg.kdc_host, cfg.kdc_host_key),
+                use_sudo=cfg.remote_sudo,
+                timeout_minutes=cfg.command_timeout_minutes,
+            ),
+            opts=commands,
+        )
+
+        # --- PostgreSQL (CloudNativePG) ---
+        database = PostgresCluster(
+            f"{name}-postgresql",
+            PostgresClusterArgs(
+                cfg=cfg,
+                s3_access_key=pg_keys.access_key,
+                s3_secret_key=pg_keys.secret_key,
+                deploy_provider=providers.deploy,
+                depends_on=[ns.role_binding, pg_bucket],
+            ),
+            opts=child,
+        )
+
+        # --- Airflow ---
+        private = airflow_values.private_values(
+            fernet_key=fernet_key,
+            webserver_secret_key=webserver_key,
+            s3_access_key=airflow_keys.access_key,
+            s3_secret_key=airflow_keys.secret_key,
+            oidc_client_secret=secrets.oidc_client_secret,
+            kerberos_keytab=keytab.keytab_base64,
+        )
+        AirflowRelease(
             f"{name}-airflow",
             AirflowReleaseArgs(
                 namespace=ns.namespace.metadata.name,
@@ -47,11 +154,18 @@ class AirflowInstance(pulumi.ComponentResource):
                 values=airflow_values.airflow_values(cfg, private),
                 timeout_seconds=cfg.release_timeout_seconds,
                 deploy_provider=providers.deploy,
-                depends_on=[ns.role_binding],
+                # the pooler Service must exist before Airflow pods start: they read its
+                # service-link env var (wmf-charts.md 1.7)
+                depends_on=[ns.role_binding, database.pooler, logs_bucket],
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child,
         )
 
         self.namespace = ns.namespace.metadata.name
-        self.release_status = release.release.status
+        self.manual_steps = manual_steps.manual_steps(cfg)
+        self.pg_bucket_credentials = pulumi.Output.secret(
+            pulumi.Output.all(pg_keys.access_key, pg_keys.secret_key).apply(
+                lambda ks: {"bucket": cfg.pg_bucket, "access_key": ks[0], "secret_key": ks[1]}
+            )
+        )
         self.register_outputs({"namespace": self.namespace})

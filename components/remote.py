@@ -34,6 +34,10 @@ class SshSettings:
     use_sudo: bool
 
 
+def command_provider(name: str, parent: pulumi.Resource) -> command.Provider:
+    return command.Provider(f"{name}-command", opts=pulumi.ResourceOptions(parent=parent))
+
+
 def connection(ssh: SshSettings, host: str, host_key: str) -> command.remote.ConnectionArgs:
     return command.remote.ConnectionArgs(
         host=host,

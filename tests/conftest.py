@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -50,3 +51,9 @@ def rendered(stack: str) -> mockrun.RecordingMonitor:
 @pytest.fixture(params=STACKS)
 def stack(request) -> str:
     return request.param
+
+
+# The program requires the RGW checksum settings in the environment the CLI gives the
+# provider plugins (components/buckets.py); a prepared deployment-server shell has them.
+os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")

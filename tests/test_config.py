@@ -43,6 +43,14 @@ def rejected(stack="search", **kw):
         ({"opLdapRole": "Airflow Ops"}, "airflow:opLdapRole", "LDAP group"),
         ({"namespaceLabels": {"bad key!": "x"}}, "airflow:namespaceLabels", "label"),
         ({"kubeconfigDir": "etc/kubernetes"}, "airflow:kubeconfigDir", "absolute"),
+        ({"kdcHostKey": "AAAAC3NzaC1lZDI1NTE5AAAA"}, "airflow:kdcHostKey", "ssh-keyscan"),
+        ({"sshUser": "root; id"}, "airflow:sshUser", "UNIX user"),
+        ({"sshDialTimeoutSeconds": 0}, "airflow:sshDialTimeoutSeconds", "between 1 and 300"),
+        ({"commandTimeoutMinutes": "forever"}, "airflow:commandTimeoutMinutes", "integer"),
+        ({"pgStorageSize": "30GB"}, "airflow:pgStorageSize", "15Gi"),
+        ({"pgInstances": 0}, "airflow:pgInstances", "between 1 and 9"),
+        ({"pgParameters": {"max connections": "200"}}, "airflow:pgParameters", "postgresql.conf"),
+        ({"postgresqlImageTag": "15 latest"}, "airflow:postgresqlImageTag", "image tag"),
         ({"extraValues": {"kerberos": {"keytab": "AAAA"}}}, "airflow:extraValues", "kerberos.keytab"),
         ({"extraValues": {"config": {"private": {"x": "y"}}}}, "airflow:extraValues", "config.private"),
         ({"instanceName": "search"}, "airflow:instanceName", "unknown config key"),
@@ -55,7 +63,7 @@ def test_bad_value_is_rejected_naming_the_key(overrides, key, words):
     assert words in message, message
 
 
-@pytest.mark.parametrize("key", ["instance", "fernetKey", "rgwEndpoint", "oidcClientSecret"])
+@pytest.mark.parametrize("key", ["instance", "rgwEndpoint", "oidcClientSecret", "sshPrivateKey", "kdcHostKey"])
 def test_missing_required_key_says_how_to_set_it(key):
     message = rejected(drop=(key,))
     assert message.startswith(f"airflow:{key}: missing"), message
@@ -76,6 +84,12 @@ def test_non_fernet_key_is_rejected_without_echoing_it():
     message = rejected(secret_overrides={"fernetKey": "not-a-fernet-key-but-a-secret"})
     assert message.startswith("airflow:fernetKey: is not a Fernet key")
     assert "not-a-fernet-key-but-a-secret" not in message
+
+
+def test_non_key_ssh_private_key_is_rejected_without_echoing_it():
+    message = rejected(secret_overrides={"sshPrivateKey": "hunter2-not-a-key"})
+    assert message.startswith("airflow:sshPrivateKey: is not a PEM/OpenSSH private key")
+    assert "hunter2" not in message
 
 
 def test_short_webserver_key_is_rejected():

@@ -52,14 +52,15 @@ def test_tampered_ciphertext_is_rejected_without_echoing_it():
 def test_example_stacks_decrypt_with_the_documented_passphrase(stack):
     sc = stackconfig.load(stack, EXAMPLE_PASSPHRASE)
     assert sc.decrypted
-    assert "airflow:fernetKey" in sc.secret_keys
-    assert sc.config["airflow:fernetKey"] != "[secret]"
+    assert "airflow:oidcClientSecret" in sc.secret_keys and "airflow:sshPrivateKey" in sc.secret_keys
+    assert sc.config["airflow:oidcClientSecret"] != "[secret]"
+    assert sc.config["airflow:sshPrivateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_file_secrets_are_ciphertext_only(stack):
     doc = yaml.safe_load(open(f"Pulumi.{stack}.yaml"))
-    for key in ("airflow:fernetKey", "airflow:oidcClientSecret", "airflow:kerberosKeytab"):
+    for key in [k for k in doc["config"] if k.split(":")[1] in ("fernetKey", "webserverSecretKey", "oidcClientSecret", "sshPrivateKey")]:
         assert set(doc["config"][key]) == {"secure"}, f"{key} in Pulumi.{stack}.yaml must be a secure value"
         assert doc["config"][key]["secure"].startswith("v1:")
 

@@ -28,7 +28,9 @@ def test_preview_prints_the_tree_with_options():
     out = proc.stdout
     assert "* dpe:airflow:Instance search" in out
     assert "+ kubernetes:core/v1:Namespace search-namespace  [provider=search-k8s-admin; protect]" in out
-    assert "kubernetes:helm.sh/v3:Release search-airflow-release  [provider=search-k8s-deploy; dependsOn=search-deploy-rolebinding]" in out
+    assert "+ kubernetes:postgresql.cnpg.io/v1:Cluster search-postgresql-cluster  [provider=search-k8s-deploy; protect; ignoreChanges=spec.bootstrap;" in out
+    assert "+ command:remote:Command search-kerberos-keytab  [provider=search-command; protect; deleteBeforeReplace; secretOutputs=stdout,stderr,connection;" in out
+    assert "Manual steps (systems this program cannot reach):" in out
     assert "placeholders" in out  # no passphrase: secrets were not decrypted
 
 

@@ -11,7 +11,10 @@ Not an engine: there is no state, no diff and no provider; it renders the desire
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import runpy
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +77,17 @@ def masked(node: Any, placeholder: str = SECRET) -> Any:
     return node
 
 
+def unmasked(node: Any) -> Any:
+    """The structure with secret leaves replaced by their values (for schema checks in tests)."""
+    if isinstance(node, SecretLeaf):
+        return unmasked(node.value)
+    if isinstance(node, dict):
+        return {k: unmasked(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [unmasked(v) for v in node]
+    return node
+
+
 def secret_paths(node: Any, path: str = "") -> list[str]:
     """Dotted paths of the secret leaves in ``node``."""
     if isinstance(node, SecretLeaf):
@@ -116,13 +130,35 @@ class Registration:
         return [u for u in self.dependencies if u not in implicit]
 
 
+def _mock_bytes(name: str, length: int) -> bytes:
+    # deterministic per resource name, so renders are stable and diffable
+    out = b""
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha256(f"{name}:{counter}".encode()).digest()
+        counter += 1
+    return out[:length]
+
+
 class Mocks(pm.Mocks):
-    """Echo inputs back as outputs; a Release reports a deployed status."""
+    """Echo inputs back as outputs, plus what providers would compute: random values
+    (deterministic per name), a Release status, a Command's stdout placeholder."""
 
     def new_resource(self, args: pm.MockResourceArgs):
         outputs = dict(args.inputs)
         if args.typ == "kubernetes:helm.sh/v3:Release":
             outputs["status"] = {"status": "deployed", "name": args.inputs.get("name")}
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            length = int(args.inputs.get("length", 16))
+            alphabet = string.ascii_uppercase + string.digits if args.inputs.get("lower") is False else string.ascii_letters + string.digits
+            outputs["result"] = "".join(alphabet[b % len(alphabet)] for b in _mock_bytes(args.name, length))
+        elif args.typ == "random:index/randomBytes:RandomBytes":
+            raw = _mock_bytes(args.name, int(args.inputs.get("length", 32)))
+            outputs["base64"] = base64.b64encode(raw).decode()
+            outputs["hex"] = raw.hex()
+        elif args.typ.startswith("command:"):
+            outputs["stdout"] = f"(stdout of {args.name})"
+            outputs["stderr"] = ""
         return f"{args.name}-id", outputs
 
     def call(self, args: pm.MockCallArgs):

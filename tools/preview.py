@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -22,7 +23,9 @@ from typing import Any, TextIO
 
 import yaml
 
+from components.buckets import CHECKSUM_ENV
 from components.config import ConfigError
+from components.manual_steps import render_text
 from tools import mockrun, stackconfig
 from tools import passphrase as pp
 
@@ -49,6 +52,11 @@ def to_yaml(data: Any) -> str:
 
 def render(stack: str, passphrase: str | None) -> mockrun.Run:
     """Run the program for ``stack``; raises StackError / ConfigError for user mistakes."""
+    # The program insists on the RGW checksum settings in the environment the provider
+    # plugins inherit from the CLI (components/buckets.py); the preview starts no plugin,
+    # so it renders as a correctly prepared deployment-server shell would.
+    for var, value in CHECKSUM_ENV.items():
+        os.environ.setdefault(var, value)
     sc = stackconfig.load(stack, passphrase)
     run = mockrun.run_program(sc.project, stack, sc.config, sc.secret_keys)
     if run.error is not None:
@@ -78,7 +86,7 @@ def _options(reg: mockrun.Registration, names: dict[str, str]) -> str:
     if reg.additional_secret_outputs:
         opts.append("secretOutputs=" + ",".join(reg.additional_secret_outputs))
     if reg.explicit_depends_on:
-        opts.append("dependsOn=" + ",".join(names.get(u, _short(u)) for u in reg.explicit_depends_on))
+        opts.append("dependsOn=" + ",".join(sorted(names.get(u, _short(u)) for u in reg.explicit_depends_on)))
     if reg.custom_timeouts:
         opts.append("timeouts=" + ",".join(f"{k}:{v}" for k, v in reg.custom_timeouts.items()))
     return f"  [{'; '.join(opts)}]" if opts else ""
@@ -114,6 +122,7 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
 
     walk(mon.stack_urn, 1)
     outputs = mockrun.masked(mon.stack_outputs)
+    steps = outputs.pop("manualSteps", None)
     out.write("Outputs:\n")
     for key in sorted(outputs):
         value = outputs[key]
@@ -123,6 +132,9 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
                 out.write(f"    {line}\n")
         else:
             out.write(f"  {key}: {json.dumps(value, sort_keys=True)}\n")
+    if steps:
+        out.write("Manual steps (systems this program cannot reach):\n")
+        out.write(render_text(steps))
     custom = [r for r in mon.registered() if r.custom and not r.type.startswith(PROVIDER_PREFIX)]
     out.write(f"Resources: {len(mon.registered())} ({len(custom)} managed, "
               f"{sum(1 for r in mon.registered() if r.type.startswith(PROVIDER_PREFIX))} providers, "

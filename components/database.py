@@ -1,0 +1,302 @@
+"""The instance's PostgreSQL: a CloudNativePG cluster as native custom resources.
+
+Mirrors what the Wikimedia ``cloudnative-pg-cluster`` chart (0.1.35) renders for a
+``postgresql-airflow-<instance>`` release (wmf-charts.md 2.1-2.5): the Cluster with barman
+object-store backups to its own bucket on RGW (CA bundle and the checksum env), the
+ImageCatalog it references, the pgbouncer Pooler ``<cluster>-pooler-rw`` (transaction
+mode), the daily ScheduledBackup, the two Secrets they reference, and the network policies.
+
+Manifests are built by pure functions (tested against a schema of the CNPG fields in
+tests/schemas); ``PostgresCluster`` registers them.  The Cluster is protected and ignores
+later changes to ``spec.bootstrap``: bootstrap is init-only in CNPG, and the webhook rejects
+a second bootstrap method (https://github.com/cloudnative-pg/cloudnative-pg/issues/8024).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import InstanceConfig
+
+CNPG_API = "postgresql.cnpg.io/v1"
+CALICO_API = "crd.projectcalico.org/v1"
+POSTGRES_MAJOR = 15
+POSTGRES_IMAGE = "repos/data-engineering/postgresql-kubernetes/postgresql"
+PGBOUNCER_IMAGE = "repos/data-engineering/pgbouncer"
+CA_BUNDLE_FILE = Path(__file__).parent / "chart_values" / "wmf-ca-certificates.pem"
+
+# boto3 >= 1.36 sends CRC checksums RGW rejects (https://github.com/cloudnative-pg/cloudnative-pg/issues/7715)
+CLUSTER_ENV = {
+    "TMPDIR": "/run",
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "WHEN_REQUIRED",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "WHEN_REQUIRED",
+}
+
+
+def names(cfg: InstanceConfig) -> dict[str, str]:
+    full = cfg.pg_service_name
+    return {
+        "cluster": full,
+        "catalog": f"{full}-catalog",
+        "pooler": f"{full}-pooler-rw",
+        "scheduled_backup": f"{full}-daily-backup",
+        "backup_secret": f"{full}-backup-s3-creds",
+        "ca_secret": f"{full}-ca-bundle",
+    }
+
+
+def _meta(name: str, cfg: InstanceConfig) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": cfg.namespace,
+        "labels": {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/instance": cfg.pg_service_name},
+    }
+
+
+def image_catalog(cfg: InstanceConfig) -> dict[str, Any]:
+    n = names(cfg)
+    return {
+        "apiVersion": CNPG_API,
+        "kind": "ImageCatalog",
+        "metadata": _meta(n["catalog"], cfg),
+        "spec": {"images": [{"major": POSTGRES_MAJOR, "image": f"{cfg.docker_registry}/{POSTGRES_IMAGE}:{cfg.postgresql_image_tag}"}]},
+    }
+
+
+def bootstrap(cfg: InstanceConfig) -> dict[str, Any]:
+    """A new, empty database (the import variant comes with the migration phases)."""
+    return {"initdb": {"postInitSQL": [], "postInitApplicationSQL": []}}
+
+
+def cluster(cfg: InstanceConfig) -> dict[str, Any]:
+    n = names(cfg)
+    spec: dict[str, Any] = {
+        "instances": cfg.pg_instances,
+        "imageCatalogRef": {"apiGroup": "postgresql.cnpg.io", "kind": "ImageCatalog", "name": n["catalog"], "major": POSTGRES_MAJOR},
+        "imagePullPolicy": "IfNotPresent",
+        "postgresUID": 100,
+        "postgresGID": 102,
+        "storage": {"size": cfg.pg_storage_size, "storageClass": "ceph-rbd-ssd"},
+        "walStorage": {"size": cfg.pg_wal_storage_size, "storageClass": "ceph-rbd-ssd"},
+        "resources": {"limits": {"cpu": "2000m", "memory": "8Gi"}, "requests": {"cpu": "2000m", "memory": "8Gi"}},
+        "affinity": {"enablePodAntiAffinity": True, "podAntiAffinityType": "preferred", "topologyKey": "topology.kubernetes.io/zone"},
+        "primaryUpdateMethod": "switchover",
+        "primaryUpdateStrategy": "unsupervised",
+        "logLevel": "info",
+        "enableSuperuserAccess": True,
+        "env": [{"name": k, "value": v} for k, v in CLUSTER_ENV.items()],
+        "postgresql": {"shared_preload_libraries": []},
+        "managed": {"roles": []},
+        "monitoring": {"enablePodMonitor": False},  # no PodMonitor CRD on the platform
+        "bootstrap": bootstrap(cfg),
+        "backup": {
+            "target": "prefer-standby",
+            "retentionPolicy": "60d",
+            "barmanObjectStore": {
+                "destinationPath": f"s3://{cfg.pg_bucket}/",
+                "endpointURL": cfg.rgw_endpoint,
+                "endpointCA": {"name": n["ca_secret"], "key": "ca-bundle.crt"},
+                "s3Credentials": {
+                    "accessKeyId": {"name": n["backup_secret"], "key": "ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": n["backup_secret"], "key": "ACCESS_SECRET_KEY"},
+                },
+                "wal": {"compression": "gzip", "maxParallel": 1},
+                "data": {"compression": "gzip", "jobs": 2},
+            },
+        },
+    }
+    if cfg.pg_parameters:
+        spec["postgresql"]["parameters"] = dict(cfg.pg_parameters)
+    meta = _meta(n["cluster"], cfg)
+    meta["annotations"] = {"prometheus.io/path": "/metrics", "prometheus.io/port": "9187", "prometheus.io/scrape": "true"}
+    return {"apiVersion": CNPG_API, "kind": "Cluster", "metadata": meta, "spec": spec}
+
+
+def pooler(cfg: InstanceConfig) -> dict[str, Any]:
+    n = names(cfg)
+    return {
+        "apiVersion": CNPG_API,
+        "kind": "Pooler",
+        "metadata": _meta(n["pooler"], cfg),
+        "spec": {
+            "cluster": {"name": n["cluster"]},
+            "instances": 3,
+            "type": "rw",
+            "pgbouncer": {
+                "poolMode": "transaction",
+                "parameters": {"max_client_conn": "1000", "default_pool_size": "25", "log_connections": "0", "log_disconnections": "0"},
+            },
+            "monitoring": {"enablePodMonitor": False},
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "pgbouncer", "image": f"{cfg.docker_registry}/{PGBOUNCER_IMAGE}:{cfg.pgbouncer_image_tag}"}
+                    ]
+                }
+            },
+        },
+    }
+
+
+def scheduled_backup(cfg: InstanceConfig) -> dict[str, Any]:
+    n = names(cfg)
+    return {
+        "apiVersion": CNPG_API,
+        "kind": "ScheduledBackup",
+        "metadata": _meta(n["scheduled_backup"], cfg),
+        "spec": {
+            "schedule": "0 0 0 * * *",
+            "backupOwnerReference": "self",
+            "cluster": {"name": n["cluster"]},
+            "method": "barmanObjectStore",
+            "immediate": True,
+        },
+    }
+
+
+def network_policies(cfg: InstanceConfig) -> list[dict[str, Any]]:
+    """The chart's policies: kube API egress, pooler/instance ingress, join and pooler to
+    instance, and egress to the S3 external service for WALs and base backups."""
+    full = cfg.pg_service_name
+    return [
+        {
+            "apiVersion": CALICO_API, "kind": "NetworkPolicy", "metadata": _meta(f"{full}-to-kubapi", cfg),
+            "spec": {
+                "types": ["Egress"],
+                "selector": "cnpg.io/jobRole in { 'initdb', 'join', 'import', 'full-recovery' } || cnpg.io/podRole in { 'instance', 'pooler' }",
+                "egress": [{"action": "Allow", "destination": {"services": {"name": "kubernetes", "namespace": "default"}}}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(f"{full}-ingress-pooler", cfg),
+            "spec": {
+                "podSelector": {"matchLabels": {"cnpg.io/podRole": "pooler"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"port": 5432, "protocol": "TCP"}]}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(f"{full}-ingress-instance", cfg),
+            "spec": {
+                "podSelector": {"matchLabels": {"cnpg.io/podRole": "instance"}},
+                "policyTypes": ["Ingress"],
+                # 8000: the instance manager's status API the operator polls; 9187: metrics
+                "ingress": [{"ports": [{"port": 8000, "protocol": "TCP"}, {"port": 9187, "protocol": "TCP"}]}],
+            },
+        },
+        {
+            "apiVersion": CALICO_API, "kind": "NetworkPolicy", "metadata": _meta(f"{full}-join-to-instance", cfg),
+            "spec": {
+                "types": ["Ingress"],
+                "selector": "cnpg.io/podRole == 'instance'",
+                "ingress": [{"action": "Allow", "protocol": "TCP", "source": {"selector": "cnpg.io/jobRole == 'join' || cnpg.io/podRole in { 'instance', 'pooler' }"}, "destination": {"ports": [5432]}}],
+            },
+        },
+        {
+            "apiVersion": CALICO_API, "kind": "NetworkPolicy", "metadata": _meta(f"{full}-egress-external-services-s3", cfg),
+            "spec": {
+                "types": ["Egress"],
+                "selector": "cnpg.io/podRole == 'instance' || cnpg.io/jobRole in { 'full-recovery', 'import' }",
+                "egress": [{"action": "Allow", "destination": {"services": {"name": "s3-eqiad-dpe", "namespace": "external-services"}}}],
+            },
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class PostgresClusterArgs:
+    cfg: InstanceConfig
+    s3_access_key: pulumi.Input[str]
+    s3_secret_key: pulumi.Input[str]
+    deploy_provider: k8s.Provider
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+
+
+class PostgresCluster(pulumi.ComponentResource):
+    cluster: k8s.apiextensions.CustomResource
+    pooler: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("dpe:airflow:PostgresCluster", name, None, opts)
+        cfg = args.cfg
+        n = names(cfg)
+        child = pulumi.ResourceOptions(parent=self, provider=args.deploy_provider)
+
+        def meta(m: Mapping[str, Any]) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(**{_snake(k): v for k, v in m.items()})
+
+        creds = k8s.core.v1.Secret(
+            f"{name}-backup-s3-creds",
+            metadata=meta(_meta(n["backup_secret"], cfg)),
+            type="Opaque",
+            string_data={
+                "ACCESS_KEY_ID": pulumi.Output.secret(args.s3_access_key),
+                "ACCESS_SECRET_KEY": pulumi.Output.secret(args.s3_secret_key),
+            },
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
+        )
+        ca = k8s.core.v1.Secret(
+            f"{name}-ca-bundle",
+            metadata=meta(_meta(n["ca_secret"], cfg)),
+            type="Opaque",
+            string_data={"ca-bundle.crt": CA_BUNDLE_FILE.read_text(encoding="ascii")},
+            opts=child,
+        )
+        catalog = _custom(f"{name}-image-catalog", image_catalog(cfg), child)
+        self.cluster = _custom(
+            f"{name}-cluster",
+            cluster(cfg),
+            pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    protect=True,
+                    ignore_changes=["spec.bootstrap"],
+                    depends_on=[creds, ca, catalog, *args.depends_on],
+                ),
+            ),
+        )
+        self.pooler = _custom(f"{name}-pooler", pooler(cfg), pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.cluster])))
+        _custom(f"{name}-scheduled-backup", scheduled_backup(cfg), pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.cluster])))
+        for policy in network_policies(cfg):
+            short = policy["metadata"]["name"].removeprefix(cfg.pg_service_name + "-")
+            if policy["apiVersion"] == "networking.k8s.io/v1":
+                spec = policy["spec"]
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-netpol-{short}",
+                    metadata=meta(policy["metadata"]),
+                    spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                        pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=spec["podSelector"]["matchLabels"]),
+                        policy_types=spec["policyTypes"],
+                        ingress=[
+                            k8s.networking.v1.NetworkPolicyIngressRuleArgs(
+                                ports=[k8s.networking.v1.NetworkPolicyPortArgs(port=p["port"], protocol=p["protocol"]) for p in rule["ports"]]
+                            )
+                            for rule in spec["ingress"]
+                        ],
+                    ),
+                    opts=child,
+                )
+            else:
+                _custom(f"{name}-netpol-{short}", policy, child)
+        self.register_outputs({"cluster": n["cluster"], "pooler": n["pooler"]})
+
+
+def _snake(key: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
+
+
+def _custom(name: str, manifest: Mapping[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+    m = manifest["metadata"]
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=m["name"], namespace=m["namespace"], labels=m.get("labels"), annotations=m.get("annotations")),
+        spec=manifest["spec"],
+        opts=opts,
+    )

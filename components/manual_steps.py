@@ -1,0 +1,123 @@
+"""The runbook steps no API reaches, as exact, ready-to-apply instructions.
+
+They become the ``manualSteps`` stack output (and show in the offline preview).  Secrets are
+never in them: where a snippet needs one it says which secret stack output holds it
+(``pulumi stack output --show-secrets <name>``).  Each step names the repository, the file,
+the key and the snippet to add.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from components.config import InstanceConfig
+
+DEPLOYMENT_CHARTS = "operations/deployment-charts"
+PUPPET_PRIVATE = "puppet private repository (/srv/git/private on the puppetserver)"
+PUPPET = "operations/puppet"
+
+
+def _yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=200)
+
+
+def _secret_ref(output: str, field: str) -> str:
+    return f"<secret: pulumi stack output --show-secrets {output} | jq -r .{field}>"
+
+
+def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
+    ns = cfg.namespace
+    public = cfg.extra_fqdns[0]
+    steps: list[dict[str, str]] = [
+        {
+            "step": "Kubernetes read and deploy users",
+            "where": f"{PUPPET_PRIVATE}: the Kubernetes infrastructure users of {cfg.environment} (file not named by the runbook)",
+            "key": f"{ns} / {ns}-deploy",
+            "snippet": (
+                f"Create the read user '{ns}' and the deploy user '{cfg.deploy_user}' tokens for {cfg.environment}; "
+                f"puppet then writes {cfg.deploy_kubeconfig} on the deployment servers (used by this stack's deploy provider)."
+            ),
+        },
+        {
+            "step": "admin_ng namespace entry (deploy ClusterRole and TLS certificate SANs)",
+            "where": f"{DEPLOYMENT_CHARTS}: helmfile.d/admin_ng/values/{cfg.environment}/values.yaml",
+            "key": f"namespaces.{ns}",
+            "snippet": _yaml({"namespaces": {ns: {"deployClusterRole": "deploy-airflow", "tlsExtraSANs": list(cfg.extra_fqdns)}}}),
+        },
+        {
+            "step": "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",
+            "where": f"{DEPLOYMENT_CHARTS}: helmfile.d/admin_ng/values/{cfg.environment}/ceph-csi-rbd-values.yaml",
+            "key": "tenantNamespaces (kube-system first, then sorted)",
+            "snippet": _yaml({"tenantNamespaces": [ns]}),
+        },
+        {
+            "step": "ceph-csi cephfs tenant namespace (DAGs and kerberos PVCs, ceph-cephfs-ssd)",
+            "where": f"{DEPLOYMENT_CHARTS}: helmfile.d/admin_ng/values/{cfg.environment}/ceph-csi-cephfs-values.yaml",
+            "key": "tenantNamespaces (kube-system first, then sorted)",
+            "snippet": _yaml({"tenantNamespaces": [ns]}),
+        },
+        {
+            "step": "CloudNativePG operator watches the namespace",
+            "where": f"{DEPLOYMENT_CHARTS}: helmfile.d/admin_ng/values/{cfg.environment}/cloudnative-pg-values.yaml",
+            "key": "watchedNamespaces (cloudnative-pg-operator first, then sorted)",
+            "snippet": _yaml({"watchedNamespaces": [ns]}) + f"then deploy admin_ng: helmfile -e {cfg.environment} -i apply (helmfile.d/admin_ng)",
+        },
+        {
+            "step": "DNS records (internal discovery name and public name)",
+            "where": "operations/dns: templates/wmnet (discovery) and templates/wikimedia.org (public) (inferred files)",
+            "key": f"{cfg.service_fqdn}, {public}",
+            "snippet": (
+                f"{cfg.service_fqdn}: the {cfg.environment} ingress, like the other airflow-*.{cfg.service_domain} records\n"
+                f"{public}: the CDN (same record as the other airflow-*.{cfg.public_domain} names)"
+            ),
+        },
+        {
+            "step": "LDAP group for Op access",
+            "where": "LDAP (offboard/ldap tooling)",
+            "key": cfg.op_ldap_role or "(none: opLdapRole is empty)",
+            "snippet": f"create the group {cfg.op_ldap_role} and add the instance's operators" if cfg.op_ldap_role else "nothing to do",
+        },
+        {
+            "step": "IDP (CAS) OIDC service registration",
+            "where": f"{PUPPET}: hieradata/role/common/idp.yaml on {cfg.idp_server}",
+            "key": f"profile::idp::services.{cfg.oidc_client_id}",
+            "snippet": (
+                f"register service id {cfg.oidc_client_id} for https://{public}/; after puppet ran on the idp servers:\n"
+                f"  sudo cat /etc/cas/services/{cfg.oidc_client_id}-*.json | jq -r .clientSecret \\\n"
+                f"    | pulumi config set --secret -s {cfg.instance} oidcClientSecret"
+            ),
+        },
+        {
+            "step": "ATS redirect from the public name to the Kubernetes ingress",
+            "where": f"{PUPPET}: the trafficserver backend mapping rules (file not named by the runbook; follow the previous airflow redirect patch)",
+            "key": public,
+            "snippet": f"map https://{public} to the {cfg.environment} ingress ({cfg.gateway_host}); wait ~30 min for puppet on the cache hosts",
+        },
+        {
+            "step": "Out-of-band backup of the PostgreSQL bucket",
+            "where": f"{PUPPET_PRIVATE}: hieradata/role/common/mariadb/misc/analytics/backup.yaml",
+            "key": f"profile::ceph::backup::s3_local::sources.{cfg.pg_bucket}",
+            "snippet": _yaml(
+                {
+                    "profile::ceph::backup::s3_local::sources": {
+                        cfg.pg_bucket: {
+                            "access_key": _secret_ref("pgBucketCredentials", "access_key"),
+                            "secret_key": _secret_ref("pgBucketCredentials", "secret_key"),
+                        }
+                    }
+                }
+            ),
+        },
+    ]
+    return steps
+
+
+def render_text(steps: list[dict[str, str]]) -> str:
+    """Human-readable form, as printed by the preview."""
+    out = []
+    for i, s in enumerate(steps, 1):
+        out.append(f"{i}. {s['step']}\n   where: {s['where']}\n   key:   {s['key']}\n")
+        out.extend(f"   | {line}\n" for line in s["snippet"].rstrip("\n").splitlines())
+    return "".join(out)
