@@ -15,4 +15,6 @@ pulumi.export("namespace", instance.namespace)
 pulumi.export("chartVersion", cfg.airflow_chart_version)
 pulumi.export("imageVersion", cfg.image_version)
 pulumi.export("manualSteps", instance.manual_steps)
-pulumi.export("pgBucketCredentials", instance.pg_bucket_credentials)
+pulumi.export("phase", cfg.phase)
+if instance.pg_bucket_credentials is not None:
+    pulumi.export("pgBucketCredentials", instance.pg_bucket_credentials)

@@ -57,30 +57,42 @@ def _has_opaque(node: Any) -> bool:
 
 
 def private_values(
+    cfg: InstanceConfig,
     *,
     fernet_key: Any,
     webserver_secret_key: Any,
-    s3_access_key: Any,
-    s3_secret_key: Any,
     oidc_client_secret: Any,
-    kerberos_keytab: Any,
+    s3_access_key: Any = None,
+    s3_secret_key: Any = None,
+    kerberos_keytab: Any = None,
+    legacy_db_password: Any = None,
 ) -> dict[str, Any]:
-    """The secret-bearing values, at the chart paths the runbook's private hiera uses."""
-    return {
+    """The secret-bearing values, at the chart paths the runbook's private hiera uses.
+
+    What a phase does not run is left out: no keytab while kerberos is disabled (webserver
+    phase), no S3 keys before remote logging, no database password once on CloudNativePG.
+    """
+    values: dict[str, Any] = {
         "config": {
             # each key becomes Secret airflow-production-secret-config and an upper-cased env var
             "private": {
                 "airflow__core__fernet_key": fernet_key,
                 "airflow__webserver__secret_key": webserver_secret_key,
             },
-            "airflow": {
-                "aws_access_key_id": s3_access_key,
-                "aws_secret_access_key": s3_secret_key,
-            },
+            "airflow": {},
             "oidc": {"client_secret": oidc_client_secret},
         },
-        "kerberos": {"keytab": kerberos_keytab},
     }
+    if cfg.phase_at_least("scheduler"):
+        values["config"]["airflow"]["aws_access_key_id"] = s3_access_key
+        values["config"]["airflow"]["aws_secret_access_key"] = s3_secret_key
+        values["kerberos"] = {"keytab": kerberos_keytab}
+    if cfg.uses_external_db:
+        # inlined by charts <= 0.0.120 into sql_alchemy_conn (wmf-charts.md 1.7)
+        values["config"]["airflow"]["postgresqlPass"] = legacy_db_password
+    if not values["config"]["airflow"]:
+        del values["config"]["airflow"]
+    return values
 
 
 def general_values(cfg: InstanceConfig) -> dict[str, Any]:
@@ -118,20 +130,7 @@ def hadoop_values(cfg: InstanceConfig) -> dict[str, Any]:
     return copy.deepcopy(_layer(f"hadoop-{cfg.hadoop_cluster}"))
 
 
-def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
-    """The instance's values-production.yaml, final (all on Kubernetes) state.
-
-    Names the chart can derive (dags_folder, client_id, principal) are set explicitly: the
-    result is the same on current charts, and charts <= 0.0.120 require them (wmf-charts.md 5).
-    """
-    airflow: dict[str, Any] = {
-        "instance_name": cfg.instance,
-        "dags_folder": cfg.dags_folder,
-        "config": {
-            "core": {"executor": "KubernetesExecutor"},
-            "kerberos": {"principal": cfg.kerberos_principal},
-        },
-    }
+def _auth(cfg: InstanceConfig) -> dict[str, Any]:
     auth: dict[str, Any] = {}
     mappings: dict[str, list[str]] = {}
     if cfg.chart_version_tuple <= (0, 0, 120):
@@ -145,15 +144,51 @@ def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
         mappings[group] = list(roles)
     if mappings:
         auth["role_mappings"] = mappings
+    return auth
+
+
+def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
+    """The instance's values-production.yaml for its migration phase (wmf-charts.md 5).
+
+    Names the chart can derive (dags_folder, client_id, principal) are set explicitly: the
+    result is the same on current charts, and charts <= 0.0.120 require them.
+    """
+    airflow: dict[str, Any] = {"instance_name": cfg.instance, "dags_folder": cfg.dags_folder}
+    values: dict[str, Any] = {"config": {"airflow": airflow, "oidc": {"client_id": cfg.oidc_client_id}}}
+    legacy = cfg.legacy
+
+    if cfg.uses_external_db:
+        assert legacy is not None  # guaranteed by config validation
+        airflow["dbHost"] = legacy.db_host if legacy.db_port == 5432 else f"{legacy.db_host}:{legacy.db_port}"
+        airflow["dbName"] = legacy.db_name
+        airflow["dbUser"] = legacy.db_user
+    auth = _auth(cfg)
     if auth:
         airflow["auth"] = auth
 
-    values: dict[str, Any] = {
-        "config": {"airflow": airflow, "oidc": {"client_id": cfg.oidc_client_id}},
-        "ingress": {
-            "gatewayHosts": {"default": cfg.gateway_host, "extraFQDNs": list(cfg.extra_fqdns)},
-        },
-    }
+    if cfg.phase == "webserver":
+        # phase 1: only the webserver on Kubernetes; it fetches task logs from the legacy
+        # scheduler, with which it shares the webserver secret key
+        airflow["config"] = {"logging": {"remote_logging": False}}
+        values["external_services"] = {"webserver": {"postgresql": [legacy.pg_service], "airflow": [cfg.instance]}}
+        values["kerberos"] = {"enabled": False}
+        values["scheduler"] = {"remote_host": legacy.host, "enabled": False}
+    else:
+        airflow["config"] = {
+            "core": {"executor": "KubernetesExecutor"},
+            "kerberos": {"principal": cfg.kerberos_principal},
+        }
+        if cfg.uses_external_db:
+            pg = {"postgresql": [legacy.pg_service]}
+            values["external_services"] = {"webserver": dict(pg), "scheduler": dict(pg), "task-pod": dict(pg)}
+    if cfg.uses_external_db:
+        values["postgresql"] = {"cloudnative": False}
+    if cfg.phase == "database-import":
+        # nothing may write to the legacy database while CloudNativePG imports it: the
+        # chart's scale-to-0 knob (webserver, scheduler, gitsync, kerberos, envoy)
+        values["resources"] = {"replicas": 0}
+
+    values["ingress"] = {"gatewayHosts": {"default": cfg.gateway_host, "extraFQDNs": list(cfg.extra_fqdns)}}
     if cfg.geoip:
         values["config"]["geoip"] = {"enabled": True}
     return values

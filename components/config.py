@@ -209,12 +209,33 @@ KEYS: dict[str, Key] = {
     "pgStorageSize": Key("str", help="CNPG data volume size (default 15Gi)"),
     "pgWalStorageSize": Key("str", help="CNPG WAL volume size (default 30Gi)"),
     "pgParameters": Key("object", help="postgresql.conf parameters of the CNPG cluster"),
+    # migration of a legacy (VM) instance, in phases
+    "phase": Key("str", help="migration phase: webserver | scheduler | database-import | database | complete"),
+    "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
     # secrets (pulumi config set --secret)
     "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
     "sshPrivateKey": Key("str", secret=True, required=True, help="SSH private key of sshUser"),
     # optional: generated (and protected) when absent; set them to carry a legacy instance's keys
     "fernetKey": Key("str", secret=True, help="Airflow fernet key (generated when absent)"),
     "webserverSecretKey": Key("str", secret=True, help="Airflow webserver secret key (generated when absent)"),
+    "legacyDbPassword": Key("str", secret=True, help="password of the legacy database user"),
+}
+
+PHASES = ("webserver", "scheduler", "database-import", "database", "complete")
+# Phases where Airflow still uses the legacy database: only airflow charts <= 0.0.120 read
+# the external-database keys (removed by 064967a26, wmf-charts.md "Key finding").
+EXTERNAL_DB_PHASES = ("webserver", "scheduler", "database-import")
+LAST_EXTERNAL_DB_CHART = (0, 0, 120)
+LEGACY_KEYS = {
+    "host": "the legacy Airflow VM, e.g. an-airflow1005.eqiad.wmnet",
+    "hostKey": "its pinned SSH host key",
+    "dbHost": "the legacy database host, e.g. an-db1001.eqiad.wmnet",
+    "dbPort": "the legacy database port (default 5432)",
+    "dbName": "the legacy database, e.g. airflow_search",
+    "dbUser": "the legacy database user, e.g. airflow_search",
+    "logsDir": "the legacy logs directory (default /srv/airflow-<instance>/logs)",
+    "hieraFile": "the puppet private hiera file of the instance's secrets",
+    "pgService": "external_services name of the legacy database (default analytics)",
 }
 
 HADOOP_CLUSTERS = ("production", "test", "none")
@@ -239,6 +260,22 @@ class Secrets:
     ssh_private_key: pulumi.Output[str]
     fernet_key: pulumi.Output[str] | None
     webserver_secret_key: pulumi.Output[str] | None
+    legacy_db_password: pulumi.Output[str] | None = None
+
+
+@dataclass(frozen=True)
+class Legacy:
+    """The legacy VM instance being migrated."""
+
+    host: str
+    host_key: str
+    db_host: str
+    db_port: int
+    db_name: str
+    db_user: str
+    logs_dir: str
+    hiera_file: str
+    pg_service: str
 
 
 @dataclass(frozen=True)
@@ -290,6 +327,16 @@ class InstanceConfig:
     pg_storage_size: str
     pg_wal_storage_size: str
     pg_parameters: Mapping[str, str]
+    # migration
+    phase: str
+    legacy: "Legacy | None"
+
+    @property
+    def uses_external_db(self) -> bool:
+        return self.phase in EXTERNAL_DB_PHASES
+
+    def phase_at_least(self, phase: str) -> bool:
+        return PHASES.index(self.phase) >= PHASES.index(phase)
 
     # --- derived names (one place, so every component agrees) ---
     @property
@@ -473,6 +520,8 @@ def load(
     extra_values = get("extraValues", {})
     _check_extra_values(extra_values)
 
+    phase, legacy = _phase_and_legacy(get("phase", "complete"), get("legacy"), raw, instance, version)
+
     timeout = get("releaseTimeoutSeconds")
     if not 60 <= timeout <= 3600:
         raise ConfigError("releaseTimeoutSeconds", f"{timeout} is outside 60..3600", "pick a finite timeout such as 900")
@@ -519,8 +568,60 @@ def load(
         pg_storage_size=_quantity("pgStorageSize", get("pgStorageSize", "15Gi")),
         pg_wal_storage_size=_quantity("pgWalStorageSize", get("pgWalStorageSize", "30Gi")),
         pg_parameters=_pg_parameters(get("pgParameters", {})),
+        phase=phase,
+        legacy=legacy,
     )
     return cfg, _load_secrets(raw, read_secret)
+
+
+def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Mapping[str, Any], instance: str, chart: str) -> tuple[str, Legacy | None]:
+    if phase not in PHASES:
+        raise ConfigError("phase", f"{phase!r} is not a migration phase", f"use one of {', '.join(PHASES)}")
+    if legacy_raw is None:
+        if phase != "complete":
+            raise ConfigError("legacy", f"is missing but phase {phase} migrates a legacy instance", "describe it (host, hostKey, dbHost, dbName, dbUser) or use phase complete for a new instance")
+        if "legacyDbPassword" in raw:
+            raise ConfigError("legacyDbPassword", "is set but there is no legacy instance", "remove it: `pulumi config rm legacyDbPassword`")
+        return phase, None
+    unknown = sorted(set(legacy_raw) - set(LEGACY_KEYS))
+    if unknown:
+        raise ConfigError(f"legacy.{unknown[0]}", "unknown key", f"use only {', '.join(LEGACY_KEYS)}")
+    for key in ("host", "hostKey", "dbHost", "dbName", "dbUser"):
+        if not legacy_raw.get(key):
+            raise ConfigError(f"legacy.{key}", f"missing ({LEGACY_KEYS[key]})", "add it to the legacy object in the stack file")
+    db_name = str(legacy_raw["dbName"])
+    db_user = str(legacy_raw["dbUser"])
+    for key, value in (("dbName", db_name), ("dbUser", db_user)):
+        if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", value):
+            raise ConfigError(f"legacy.{key}", f"{value!r} is not a PostgreSQL identifier", "use lowercase letters, digits and '_'")
+    port = _in_range("legacy.dbPort", _as_int("legacy.dbPort", legacy_raw.get("dbPort", 5432)), 1, 65535)
+    logs_dir = _abs_path("legacy.logsDir", str(legacy_raw.get("logsDir", f"/srv/airflow-{instance}/logs")))
+    hiera = str(legacy_raw.get("hieraFile", f"hieradata/role/common/analytics_cluster/airflow/{instance}.yaml"))
+    if not re.match(r"^[A-Za-z0-9_./-]+\.yaml$", hiera) or ".." in hiera:
+        raise ConfigError("legacy.hieraFile", f"{hiera!r} is not a hiera file path", "e.g. hieradata/role/common/analytics_cluster/airflow/search.yaml")
+    legacy = Legacy(
+        host=hostname("legacy.host", str(legacy_raw["host"])),
+        host_key=_host_key("legacy.hostKey", str(legacy_raw["hostKey"])),
+        db_host=hostname("legacy.dbHost", str(legacy_raw["dbHost"])),
+        db_port=port,
+        db_name=db_name,
+        db_user=db_user,
+        logs_dir=logs_dir,
+        hiera_file=hiera,
+        pg_service=dns_label("legacy.pgService", str(legacy_raw.get("pgService", "analytics"))),
+    )
+    needs_password = phase in ("webserver", "scheduler", "database-import", "database")
+    if needs_password and "legacyDbPassword" not in raw:
+        raise ConfigError("legacyDbPassword", f"missing: phase {phase} connects to the legacy database", "set it with `pulumi config set --secret legacyDbPassword`")
+    if not needs_password and "legacyDbPassword" in raw:
+        raise ConfigError("legacyDbPassword", "must be gone once the migration is complete", "remove it: `pulumi config rm legacyDbPassword`")
+    if phase != "complete":
+        for key in ("fernetKey", "webserverSecretKey"):
+            if key not in raw:
+                raise ConfigError(key, f"missing: phase {phase} shares it with the legacy instance", f"copy the legacy value with `pulumi config set --secret {key}`")
+    if phase in EXTERNAL_DB_PHASES and version_tuple(chart) > LAST_EXTERNAL_DB_CHART:
+        raise ConfigError("airflowChartVersion", f"{chart} no longer reads the external-database values phase {phase} needs", "pin 0.0.120 or earlier in this stack until phase database")
+    return phase, legacy
 
 
 def _in_range(key: str, value: int, low: int, high: int) -> int:
@@ -593,6 +694,7 @@ def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | No
     return Secrets(
         oidc_client_secret=secret("oidcClientSecret"),
         ssh_private_key=secret("sshPrivateKey"),
+        legacy_db_password=secret("legacyDbPassword"),
         fernet_key=secret("fernetKey"),
         webserver_secret_key=secret("webserverSecretKey"),
     )

@@ -47,7 +47,14 @@ def names(cfg: InstanceConfig) -> dict[str, str]:
         "scheduled_backup": f"{full}-daily-backup",
         "backup_secret": f"{full}-backup-s3-creds",
         "ca_secret": f"{full}-ca-bundle",
+        "import_secret": f"{full}-bootstrap-import",
+        "app_secret": f"{full}-app",  # created by the operator: username, password, host, dbname, uri
+        "rw_service": f"{full}-rw",  # created by the operator
     }
+
+
+EXTERNAL_CLUSTER = "external-database"
+IMPORT_DATABASE = "app"  # microservice import restores into initdb.database (default app, owner app)
 
 
 def _meta(name: str, cfg: InstanceConfig) -> dict[str, Any]:
@@ -69,8 +76,43 @@ def image_catalog(cfg: InstanceConfig) -> dict[str, Any]:
 
 
 def bootstrap(cfg: InstanceConfig) -> dict[str, Any]:
-    """A new, empty database (the import variant comes with the migration phases)."""
-    return {"initdb": {"postInitSQL": [], "postInitApplicationSQL": []}}
+    """How the cluster is created.  Init-only: the Cluster ignores later changes to it.
+
+    database-import phase: CloudNativePG's microservice import (pg_dump/pg_restore) of the
+    legacy database, as the chart's _bootstrap.tpl renders it (wmf-charts.md 2.2).
+    Otherwise: a new, empty database.
+    """
+    initdb: dict[str, Any] = {"postInitSQL": [], "postInitApplicationSQL": []}
+    if cfg.phase == "database-import":
+        assert cfg.legacy is not None
+        initdb["import"] = {
+            "type": "microservice",
+            "databases": [cfg.legacy.db_name],
+            "source": {"externalCluster": EXTERNAL_CLUSTER},
+        }
+    return {"initdb": initdb}
+
+
+def external_clusters(cfg: InstanceConfig) -> list[dict[str, Any]] | None:
+    """The legacy database as an external cluster, for migrated instances.
+
+    The password reference exists only while importing; the entry itself stays because the
+    live (init-only, ignored) bootstrap keeps naming it as its import source.
+    """
+    if cfg.legacy is None or not cfg.phase_at_least("database-import"):
+        return None
+    entry: dict[str, Any] = {
+        "name": EXTERNAL_CLUSTER,
+        "connectionParameters": {
+            "host": cfg.legacy.db_host,
+            "port": str(cfg.legacy.db_port),
+            "user": cfg.legacy.db_user,
+            "dbname": cfg.legacy.db_name,
+        },
+    }
+    if cfg.phase == "database-import":
+        entry["password"] = {"name": names(cfg)["import_secret"], "key": "password"}
+    return [entry]
 
 
 def cluster(cfg: InstanceConfig) -> dict[str, Any]:
@@ -112,6 +154,9 @@ def cluster(cfg: InstanceConfig) -> dict[str, Any]:
     }
     if cfg.pg_parameters:
         spec["postgresql"]["parameters"] = dict(cfg.pg_parameters)
+    clusters = external_clusters(cfg)
+    if clusters:
+        spec["externalClusters"] = clusters
     meta = _meta(n["cluster"], cfg)
     meta["annotations"] = {"prometheus.io/path": "/metrics", "prometheus.io/port": "9187", "prometheus.io/scrape": "true"}
     return {"apiVersion": CNPG_API, "kind": "Cluster", "metadata": meta, "spec": spec}
@@ -161,9 +206,10 @@ def scheduled_backup(cfg: InstanceConfig) -> dict[str, Any]:
 
 def network_policies(cfg: InstanceConfig) -> list[dict[str, Any]]:
     """The chart's policies: kube API egress, pooler/instance ingress, join and pooler to
-    instance, and egress to the S3 external service for WALs and base backups."""
+    instance, and egress to the S3 external service for WALs and base backups (and to the
+    legacy database while importing it)."""
     full = cfg.pg_service_name
-    return [
+    policies = [
         {
             "apiVersion": CALICO_API, "kind": "NetworkPolicy", "metadata": _meta(f"{full}-to-kubapi", cfg),
             "spec": {
@@ -206,6 +252,18 @@ def network_policies(cfg: InstanceConfig) -> list[dict[str, Any]]:
             },
         },
     ]
+    if cfg.phase == "database-import":
+        assert cfg.legacy is not None
+        policies.append({
+            "apiVersion": CALICO_API, "kind": "NetworkPolicy",
+            "metadata": _meta(f"{full}-egress-external-services-postgresql", cfg),
+            "spec": {
+                "types": ["Egress"],
+                "selector": "cnpg.io/podRole == 'instance' || cnpg.io/jobRole in { 'full-recovery', 'import' }",
+                "egress": [{"action": "Allow", "destination": {"services": {"name": f"postgresql-{cfg.legacy.pg_service}", "namespace": "external-services"}}}],
+            },
+        })
+    return policies
 
 
 @dataclass(frozen=True)
@@ -214,6 +272,7 @@ class PostgresClusterArgs:
     s3_access_key: pulumi.Input[str]
     s3_secret_key: pulumi.Input[str]
     deploy_provider: k8s.Provider
+    legacy_db_password: pulumi.Input[str] | None = None
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
@@ -248,6 +307,19 @@ class PostgresCluster(pulumi.ComponentResource):
             opts=child,
         )
         catalog = _custom(f"{name}-image-catalog", image_catalog(cfg), child)
+        cluster_deps: list[pulumi.Resource] = [creds, ca, catalog, *args.depends_on]
+        if cfg.phase == "database-import":
+            import_meta = _meta(n["import_secret"], cfg)
+            import_meta["annotations"] = {"cnpg.io/reload": "true"}
+            cluster_deps.append(
+                k8s.core.v1.Secret(
+                    f"{name}-bootstrap-import",
+                    metadata=meta(import_meta),
+                    type="Opaque",
+                    string_data={"password": pulumi.Output.secret(args.legacy_db_password)},
+                    opts=child,
+                )
+            )
         self.cluster = _custom(
             f"{name}-cluster",
             cluster(cfg),
@@ -256,7 +328,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 pulumi.ResourceOptions(
                     protect=True,
                     ignore_changes=["spec.bootstrap"],
-                    depends_on=[creds, ca, catalog, *args.depends_on],
+                    depends_on=cluster_deps,
                 ),
             ),
         )

@@ -7,6 +7,8 @@ cluster, then the Airflow release; the steps no API reaches become the ``manual_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pulumi
 
 from components import airflow_values, generated_secrets, kerberos, manual_steps, remote
@@ -15,6 +17,7 @@ from components.buckets import RgwBucket, RgwBucketArgs
 from components.config import InstanceConfig, Secrets
 from components.database import PostgresCluster, PostgresClusterArgs
 from components.kerberos import KerberosKeytab, KerberosKeytabArgs
+from components.migration import DatabaseVerification, DatabaseVerificationArgs, LogMigration, LogMigrationArgs
 from components.namespace import InstanceNamespace, NamespaceArgs
 from components.providers import kubernetes_providers
 from components.rgw_user import RgwUser, RgwUserArgs
@@ -23,7 +26,7 @@ from components.rgw_user import RgwUser, RgwUserArgs
 class AirflowInstance(pulumi.ComponentResource):
     namespace: pulumi.Output[str]
     manual_steps: list[dict[str, str]]
-    pg_bucket_credentials: pulumi.Output[dict]
+    pg_bucket_credentials: pulumi.Output[dict] | None
 
     def __init__(self, name: str, cfg: InstanceConfig, secrets: Secrets, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dpe:airflow:Instance", name, None, opts)
@@ -42,13 +45,11 @@ class AirflowInstance(pulumi.ComponentResource):
         )
 
         # --- generated secrets (protected: they must never change once created) ---
+        # A migrated instance carries its legacy fernet and webserver keys in config.
         rnd = generated_secrets.random_provider(name, self)
         fernet_key = secrets.fernet_key or generated_secrets.fernet_key(name, self, rnd)
         webserver_key = secrets.webserver_secret_key or generated_secrets.webserver_secret_key(name, self, rnd)
-        airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
-        pg_keys = generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
 
-        # --- Ceph RGW users and buckets ---
         ssh = remote.SshSettings(
             user=cfg.ssh_user,
             private_key=secrets.ssh_private_key,
@@ -56,116 +57,164 @@ class AirflowInstance(pulumi.ComponentResource):
             dial_error_limit=cfg.ssh_dial_error_limit,
             use_sudo=cfg.remote_sudo,
         )
-        rgw_conn = remote.connection(ssh, cfg.rgw_admin_host, cfg.rgw_admin_host_key)
-        # explicit provider, inherited by the Commands inside the RgwUser/KerberosKeytab components
+        # explicit provider, inherited by the Commands inside the components below
         commands = pulumi.ResourceOptions(parent=self, providers=[remote.command_provider(name, self)])
-        airflow_user = RgwUser(
-            f"{name}-rgw-airflow",
-            RgwUserArgs(
-                uid=cfg.airflow_s3_user,
-                display_name=cfg.airflow_s3_user,
-                access_key=airflow_keys.access_key,
-                secret_key=airflow_keys.secret_key,
-                conn=rgw_conn,
-                use_sudo=cfg.remote_sudo,
-                timeout_minutes=cfg.command_timeout_minutes,
-            ),
-            opts=commands,
-        )
-        pg_user = RgwUser(
-            f"{name}-rgw-postgresql",
-            RgwUserArgs(
-                uid=cfg.pg_s3_user,
-                display_name=cfg.pg_s3_user,
-                access_key=pg_keys.access_key,
-                secret_key=pg_keys.secret_key,
-                conn=rgw_conn,
-                use_sudo=cfg.remote_sudo,
-                timeout_minutes=cfg.command_timeout_minutes,
-            ),
-            opts=commands,
-        )
-        logs_bucket = RgwBucket(
-            f"{name}-logs",
-            RgwBucketArgs(
-                bucket=cfg.logs_bucket,
-                endpoint=cfg.rgw_endpoint,
-                region=cfg.rgw_region,
-                access_key=airflow_keys.access_key,
-                secret_key=airflow_keys.secret_key,
-                depends_on=[airflow_user],
-            ),
-            opts=child,
-        )
-        pg_bucket = RgwBucket(
-            f"{name}-postgresql-backups",
-            RgwBucketArgs(
-                bucket=cfg.pg_bucket,
-                endpoint=cfg.rgw_endpoint,
-                region=cfg.rgw_region,
-                access_key=pg_keys.access_key,
-                secret_key=pg_keys.secret_key,
-                depends_on=[pg_user],
-            ),
-            opts=child,
-        )
+        rgw_conn = remote.connection(ssh, cfg.rgw_admin_host, cfg.rgw_admin_host_key)
 
-        # --- Kerberos principals and keytab ---
-        keytab = KerberosKeytab(
-            f"{name}-kerberos",
-            KerberosKeytabArgs(
-                realm=cfg.kerberos_realm,
-                principals=kerberos.principals(cfg.runs_as_user, cfg.service_fqdn, cfg.kerberos_realm),
-                conn=remote.connection(ssh, cfg.kdc_host, cfg.kdc_host_key),
-                use_sudo=cfg.remote_sudo,
-                timeout_minutes=cfg.command_timeout_minutes,
-            ),
-            opts=commands,
-        )
+        release_deps: list[pulumi.Resource] = [ns.role_binding]
+        private_extra: dict = {}
+        logs_bucket = None
 
-        # --- PostgreSQL (CloudNativePG) ---
-        database = PostgresCluster(
-            f"{name}-postgresql",
-            PostgresClusterArgs(
+        # --- phase scheduler onwards: S3 user and bucket for logs, Kerberos, log migration ---
+        if cfg.phase_at_least("scheduler"):
+            airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
+            airflow_user = RgwUser(
+                f"{name}-rgw-airflow",
+                RgwUserArgs(
+                    uid=cfg.airflow_s3_user,
+                    display_name=cfg.airflow_s3_user,
+                    access_key=airflow_keys.access_key,
+                    secret_key=airflow_keys.secret_key,
+                    conn=rgw_conn,
+                    use_sudo=cfg.remote_sudo,
+                    timeout_minutes=cfg.command_timeout_minutes,
+                ),
+                opts=commands,
+            )
+            logs_bucket = RgwBucket(
+                f"{name}-logs",
+                RgwBucketArgs(
+                    bucket=cfg.logs_bucket,
+                    endpoint=cfg.rgw_endpoint,
+                    region=cfg.rgw_region,
+                    access_key=airflow_keys.access_key,
+                    secret_key=airflow_keys.secret_key,
+                    depends_on=[airflow_user],
+                ),
+                opts=child,
+            )
+            keytab = KerberosKeytab(
+                f"{name}-kerberos",
+                KerberosKeytabArgs(
+                    realm=cfg.kerberos_realm,
+                    principals=kerberos.principals(cfg.runs_as_user, cfg.service_fqdn, cfg.kerberos_realm),
+                    conn=remote.connection(ssh, cfg.kdc_host, cfg.kdc_host_key),
+                    use_sudo=cfg.remote_sudo,
+                    timeout_minutes=cfg.command_timeout_minutes,
+                ),
+                opts=commands,
+            )
+            release_deps.append(logs_bucket)
+            private_extra.update(
+                s3_access_key=airflow_keys.access_key,
+                s3_secret_key=airflow_keys.secret_key,
+                kerberos_keytab=keytab.keytab_base64,
+            )
+            if cfg.legacy is not None and cfg.phase != "complete":
+                # the old task logs reach the bucket before the Kubernetes scheduler starts
+                logs = LogMigration(
+                    f"{name}-log-migration",
+                    LogMigrationArgs(
+                        cfg=cfg,
+                        conn=remote.connection(ssh, cfg.legacy.host, cfg.legacy.host_key),
+                        access_key=airflow_keys.access_key,
+                        secret_key=airflow_keys.secret_key,
+                        bucket=logs_bucket,
+                    ),
+                    opts=commands,
+                )
+                release_deps.append(logs.verified)
+
+        # --- phase database-import onwards: PostgreSQL (CloudNativePG) ---
+        database = None
+        if cfg.phase_at_least("database-import"):
+            pg_keys = generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
+            pg_user = RgwUser(
+                f"{name}-rgw-postgresql",
+                RgwUserArgs(
+                    uid=cfg.pg_s3_user,
+                    display_name=cfg.pg_s3_user,
+                    access_key=pg_keys.access_key,
+                    secret_key=pg_keys.secret_key,
+                    conn=rgw_conn,
+                    use_sudo=cfg.remote_sudo,
+                    timeout_minutes=cfg.command_timeout_minutes,
+                ),
+                opts=commands,
+            )
+            pg_bucket = RgwBucket(
+                f"{name}-postgresql-backups",
+                RgwBucketArgs(
+                    bucket=cfg.pg_bucket,
+                    endpoint=cfg.rgw_endpoint,
+                    region=cfg.rgw_region,
+                    access_key=pg_keys.access_key,
+                    secret_key=pg_keys.secret_key,
+                    depends_on=[pg_user],
+                ),
+                opts=child,
+            )
+            self.pg_bucket_credentials = pulumi.Output.secret(
+                pulumi.Output.all(pg_keys.access_key, pg_keys.secret_key).apply(
+                    lambda ks: {"bucket": cfg.pg_bucket, "access_key": ks[0], "secret_key": ks[1]}
+                )
+            )
+            database = PostgresClusterArgs(
                 cfg=cfg,
                 s3_access_key=pg_keys.access_key,
                 s3_secret_key=pg_keys.secret_key,
                 deploy_provider=providers.deploy,
+                legacy_db_password=secrets.legacy_db_password,
                 depends_on=[ns.role_binding, pg_bucket],
-            ),
-            opts=child,
-        )
+            )
+        else:
+            self.pg_bucket_credentials = None
 
         # --- Airflow ---
         private = airflow_values.private_values(
+            cfg,
             fernet_key=fernet_key,
             webserver_secret_key=webserver_key,
-            s3_access_key=airflow_keys.access_key,
-            s3_secret_key=airflow_keys.secret_key,
             oidc_client_secret=secrets.oidc_client_secret,
-            kerberos_keytab=keytab.keytab_base64,
+            legacy_db_password=secrets.legacy_db_password,
+            **private_extra,
         )
-        AirflowRelease(
-            f"{name}-airflow",
-            AirflowReleaseArgs(
-                namespace=ns.namespace.metadata.name,
-                chart_repository=cfg.chart_repository,
-                chart_version=cfg.airflow_chart_version,
-                values=airflow_values.airflow_values(cfg, private),
-                timeout_seconds=cfg.release_timeout_seconds,
-                deploy_provider=providers.deploy,
-                # the pooler Service must exist before Airflow pods start: they read its
-                # service-link env var (wmf-charts.md 1.7)
-                depends_on=[ns.role_binding, database.pooler, logs_bucket],
-            ),
-            opts=child,
+        release_args = AirflowReleaseArgs(
+            namespace=ns.namespace.metadata.name,
+            chart_repository=cfg.chart_repository,
+            chart_version=cfg.airflow_chart_version,
+            values=airflow_values.airflow_values(cfg, private),
+            timeout_seconds=cfg.release_timeout_seconds,
+            deploy_provider=providers.deploy,
+            depends_on=release_deps,
         )
+
+        if database is not None and cfg.phase == "database-import":
+            # Airflow is scaled to 0 (by this release update) before CloudNativePG starts
+            # importing: nothing writes to the legacy database during the dump.
+            release = AirflowRelease(f"{name}-airflow", release_args, opts=child)
+            PostgresCluster(f"{name}-postgresql", replace(database, depends_on=[*database.depends_on, release]), opts=child)
+        elif database is not None:
+            pg = PostgresCluster(f"{name}-postgresql", database, opts=child)
+            # the pooler Service must exist before Airflow pods start: they read its
+            # service-link env var (wmf-charts.md 1.7)
+            deps = [*release_deps, pg.pooler]
+            if cfg.legacy is not None and cfg.phase == "database":
+                check = DatabaseVerification(
+                    f"{name}-db-verification",
+                    DatabaseVerificationArgs(
+                        cfg=cfg,
+                        legacy_db_password=secrets.legacy_db_password,
+                        deploy_provider=providers.deploy,
+                        cluster=pg.cluster,
+                    ),
+                    opts=child,
+                )
+                deps.append(check.job)
+            AirflowRelease(f"{name}-airflow", replace(release_args, depends_on=deps), opts=child)
+        else:
+            AirflowRelease(f"{name}-airflow", release_args, opts=child)
 
         self.namespace = ns.namespace.metadata.name
         self.manual_steps = manual_steps.manual_steps(cfg)
-        self.pg_bucket_credentials = pulumi.Output.secret(
-            pulumi.Output.all(pg_keys.access_key, pg_keys.secret_key).apply(
-                lambda ks: {"bucket": cfg.pg_bucket, "access_key": ks[0], "secret_key": ks[1]}
-            )
-        )
         self.register_outputs({"namespace": self.namespace})

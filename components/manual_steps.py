@@ -95,7 +95,9 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
             "key": public,
             "snippet": f"map https://{public} to the {cfg.environment} ingress ({cfg.gateway_host}); wait ~30 min for puppet on the cache hosts",
         },
-        {
+    ]
+    if cfg.phase_at_least("database-import"):
+        steps.append({
             "step": "Out-of-band backup of the PostgreSQL bucket",
             "where": f"{PUPPET_PRIVATE}: hieradata/role/common/mariadb/misc/analytics/backup.yaml",
             "key": f"profile::ceph::backup::s3_local::sources.{cfg.pg_bucket}",
@@ -109,9 +111,71 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
                     }
                 }
             ),
+        })
+    return steps + legacy_steps(cfg)
+
+
+def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
+    """What an operator does by hand at each migration phase (runbook "Migrating an existing instance")."""
+    legacy = cfg.legacy
+    if legacy is None:
+        return []
+    inst = cfg.instance
+    secrets_key = f"profile::airflow::instances_secrets.{inst}.secret_key"
+    if cfg.phase == "webserver":
+        return [{
+            "step": "Share the webserver secret key with the legacy scheduler",
+            "where": f"{PUPPET_PRIVATE}: {legacy.hiera_file}",
+            "key": secrets_key,
+            "snippet": _yaml({"profile::airflow::instances_secrets": {inst: {"secret_key": f"<secret: pulumi config get -s {inst} webserverSecretKey>"}}})
+            + f"then run puppet on {legacy.host} and restart every airflow service there (the k8s webserver reads task logs from it)",
+        }]
+    if cfg.phase == "scheduler":
+        return [{
+            "step": "Announce the scheduler downtime, then check DAGs on Kubernetes",
+            "where": "Slack and IRC; then https://" + cfg.extra_fqdns[0],
+            "key": f"{legacy.host}: airflow-{{webserver,kerberos,scheduler}}@*",
+            "snippet": (
+                "`pulumi up` stops the legacy services between the two log sync passes: announce it first.\n"
+                f"Once DAGs run on Kubernetes, submit a puppet patch removing profile::airflow::instances.{inst} "
+                f"({PUPPET}: {legacy.hiera_file})"
+            ),
+        }]
+    if cfg.phase == "database-import":
+        return [{
+            "step": "Announce the database downtime",
+            "where": "Slack and IRC",
+            "key": f"{legacy.db_host}/{legacy.db_name}",
+            "snippet": "`pulumi up` scales Airflow to 0 replicas before CloudNativePG imports the legacy database; "
+            "Airflow stays down until phase database verifies the import and cuts over.",
+        }]
+    if cfg.phase == "database":
+        return []
+    # complete: legacy clean-up
+    return [
+        {
+            "step": "Remove the legacy instance's secrets from puppet",
+            "where": f"{PUPPET_PRIVATE}: {legacy.hiera_file}",
+            "key": f"profile::airflow::instances_secrets.{inst}",
+            "snippet": _yaml({"profile::airflow::instances_secrets": {inst: "<delete this whole entry>"}}),
+        },
+        {
+            "step": "Remove the helmfile-era private values, if they still exist",
+            "where": f"{PUPPET_PRIVATE}: hieradata/role/common/deployment_server/kubernetes.yaml",
+            "key": f"dse-k8s.{cfg.namespace} and dse-k8s.{cfg.pg_service_name}",
+            "snippet": (
+                f"delete dse-k8s.{cfg.pg_service_name}.{cfg.environment}.cluster.initdb.import.password and "
+                f"dse-k8s.{cfg.namespace}.{cfg.environment}.config.airflow.postgresqlPass; "
+                "this stack holds every secret the instance needs"
+            ),
+        },
+        {
+            "step": "Retire the legacy database",
+            "where": f"{legacy.db_host}",
+            "key": f"{legacy.db_name} (user {legacy.db_user})",
+            "snippet": f"after the team's retention period: pg_dump it to the backup host, then drop database {legacy.db_name} and role {legacy.db_user}",
         },
     ]
-    return steps
 
 
 def render_text(steps: list[dict[str, str]]) -> str:

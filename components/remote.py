@@ -51,11 +51,13 @@ def connection(ssh: SshSettings, host: str, host_key: str) -> command.remote.Con
 
 
 def wrap(script: str, use_sudo: bool, name: str) -> str:
-    """The command line the Command runs for ``script`` (which itself is run verbatim)."""
-    if not use_sudo:
-        return script
-    # $0 of the script is its name, so diagnostics say which step failed
-    return f"sudo -n /bin/bash -c {shlex.quote(script)} {shlex.quote(name)}"
+    """The command line the Command runs for ``script`` (which itself is run verbatim).
+
+    Always bash (the scripts use bash features; the remote login shell may be another), and
+    ``$0`` is the step's name so diagnostics say which step failed.
+    """
+    line = f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}"
+    return f"sudo -n {line}" if use_sudo else line
 
 
 def remote_command(

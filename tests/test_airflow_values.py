@@ -127,6 +127,7 @@ def test_values_function_is_pure_and_deterministic():
     cfg_bag, secret_keys = stack_config("search")
     cfg, _ = config.load(cfg_bag, is_secret=lambda k: k in secret_keys, read_secret=lambda k: "x")
     private = airflow_values.private_values(
+        cfg,
         fernet_key="F", webserver_secret_key="W", s3_access_key="A", s3_secret_key="S",
         oidc_client_secret="O", kerberos_keytab="K",
     )

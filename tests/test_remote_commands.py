@@ -94,8 +94,8 @@ def test_privileged_scripts_run_through_sudo_without_secrets_on_the_line(stack):
         assert cmd.inputs["create"].startswith("sudo -n /bin/bash -c "), f"{cmd.name} must run through sudo -n"
 
 
-def test_remote_sudo_false_runs_the_script_verbatim():
+def test_scripts_always_run_under_bash_with_or_without_sudo():
     from components import remote
 
-    assert remote.wrap("echo hi", use_sudo=False, name="x") == "echo hi"
+    assert remote.wrap("echo hi", use_sudo=False, name="x") == "/bin/bash -c 'echo hi' x"
     assert remote.wrap("echo 'hi'", use_sudo=True, name="a b") == "sudo -n /bin/bash -c 'echo '\"'\"'hi'\"'\"'' 'a b'"

@@ -50,15 +50,31 @@ def to_yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
 
 
-def render(stack: str, passphrase: str | None) -> mockrun.Run:
-    """Run the program for ``stack``; raises StackError / ConfigError for user mistakes."""
+def render(stack: str, passphrase: str | None, overrides: dict[str, str] | None = None,
+           placeholder_secrets: tuple[str, ...] = ()) -> mockrun.Run:
+    """Run the program for ``stack``; raises StackError / ConfigError for user mistakes.
+
+    ``overrides`` (key -> value) and ``placeholder_secrets`` (keys set to a secret
+    placeholder) preview a config change, such as the next migration phase, before it is
+    made with `pulumi config set`.
+    """
     # The program insists on the RGW checksum settings in the environment the provider
     # plugins inherit from the CLI (components/buckets.py); the preview starts no plugin,
     # so it renders as a correctly prepared deployment-server shell would.
     for var, value in CHECKSUM_ENV.items():
         os.environ.setdefault(var, value)
     sc = stackconfig.load(stack, passphrase)
-    run = mockrun.run_program(sc.project, stack, sc.config, sc.secret_keys)
+    config, secret_keys = dict(sc.config), list(sc.secret_keys)
+    for key, value in (overrides or {}).items():
+        full = key if ":" in key else f"{sc.project}:{key}"
+        if full in secret_keys:
+            raise stackconfig.StackError(f"--set {key}: it is a secret; use --set-secret {key} (placeholder) to preview")
+        config[full] = stackconfig._to_wire(value)
+    for key in placeholder_secrets:
+        full = key if ":" in key else f"{sc.project}:{key}"
+        config[full] = mockrun.SECRET
+        secret_keys.append(full)
+    run = mockrun.run_program(sc.project, stack, config, secret_keys)
     if run.error is not None:
         raise run.error
     run.extra["stackconfig"] = sc
@@ -190,11 +206,22 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Tex
     parser.add_argument("-s", "--stack", required=True, help="stack name (Pulumi.<stack>.yaml)")
     parser.add_argument("--out", type=Path, help="write rendered values, manifests and scripts here")
     parser.add_argument("--no-inputs", action="store_true", help="print the tree without inputs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="preview with this config value instead (YAML value), e.g. phase=scheduler")
+    parser.add_argument("--set-secret", action="append", default=[], metavar="KEY",
+                        help="preview as if this secret were set (placeholder value)")
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            stderr.write(f"error: --set {item!r}: use KEY=VALUE\n")
+            return 2
+        overrides[key] = yaml.safe_load(value) if value else ""
 
     started = time.perf_counter()
     try:
-        run = render(args.stack, pp.passphrase_from_env())
+        run = render(args.stack, pp.passphrase_from_env(), overrides, tuple(args.set_secret))
     except (ConfigError, stackconfig.StackError) as exc:
         stderr.write(f"error: {exc}\n")
         return 2
