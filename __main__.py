@@ -2,11 +2,12 @@
 
 import pulumi
 
-from components import buckets, config
+from components import buckets, config, upgrades
 from components.instance import AirflowInstance
 
 # Both raise a one-line ConfigError (a pulumi.RunError: no traceback) before any resource exists.
 cfg, secrets = config.load()
+upgrades.check_canary_rule(cfg, pulumi.get_stack())
 buckets.require_checksum_env()
 
 instance = AirflowInstance(cfg.instance, cfg, secrets)

@@ -185,6 +185,7 @@ KEYS: dict[str, Key] = {
     "publicDomain": Key("str", required=True, help="public domain of the web UIs"),
     "kubeconfigDir": Key("str", required=True, help="directory holding admin and deploy kubeconfigs"),
     "releaseTimeoutSeconds": Key("int", required=True, help="Helm release timeout in seconds"),
+    "canaryStack": Key("str", required=True, help="the stack that takes every upgrade first"),
     "sshUser": Key("str", required=True, help="SSH user on the KDC and RGW admin hosts"),
     "kdcHostKey": Key("str", required=True, help="pinned SSH host public key of kdcHost"),
     "rgwAdminHostKey": Key("str", required=True, help="pinned SSH host public key of rgwAdminHost"),
@@ -209,6 +210,11 @@ KEYS: dict[str, Key] = {
     "pgStorageSize": Key("str", help="CNPG data volume size (default 15Gi)"),
     "pgWalStorageSize": Key("str", help="CNPG WAL volume size (default 30Gi)"),
     "pgParameters": Key("object", help="postgresql.conf parameters of the CNPG cluster"),
+    "pgSpecOverrides": Key("object", help="extra CNPG Cluster spec fields (resources, affinity), merged last"),
+    "pgPoolerParameters": Key("object", help="pgbouncer parameters overriding the defaults"),
+    # upgrades (on the canary stack only): versions it ran before, newest last
+    "imageHistory": Key("list", help="image versions the canary has run"),
+    "chartHistory": Key("list", help="airflow chart versions the canary has run"),
     # migration of a legacy (VM) instance, in phases
     "phase": Key("str", help="migration phase: webserver | scheduler | database-import | database | complete"),
     "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
@@ -219,6 +225,7 @@ KEYS: dict[str, Key] = {
     "fernetKey": Key("str", secret=True, help="Airflow fernet key (generated when absent)"),
     "webserverSecretKey": Key("str", secret=True, help="Airflow webserver secret key (generated when absent)"),
     "legacyDbPassword": Key("str", secret=True, help="password of the legacy database user"),
+    "privateValues": Key("object", secret=True, help="extra secret airflow chart values (connections, extra secrets)"),
 }
 
 PHASES = ("webserver", "scheduler", "database-import", "database", "complete")
@@ -261,6 +268,7 @@ class Secrets:
     fernet_key: pulumi.Output[str] | None
     webserver_secret_key: pulumi.Output[str] | None
     legacy_db_password: pulumi.Output[str] | None = None
+    private_values: Mapping[str, Any] | None = None  # extra chart values, every leaf a secret Output
 
 
 @dataclass(frozen=True)
@@ -327,6 +335,12 @@ class InstanceConfig:
     pg_storage_size: str
     pg_wal_storage_size: str
     pg_parameters: Mapping[str, str]
+    pg_spec_overrides: Mapping[str, Any]
+    pg_pooler_parameters: Mapping[str, str]
+    # upgrades
+    canary_stack: str
+    image_history: tuple[str, ...]
+    chart_history: tuple[str, ...]
     # migration
     phase: str
     legacy: "Legacy | None"
@@ -568,6 +582,11 @@ def load(
         pg_storage_size=_quantity("pgStorageSize", get("pgStorageSize", "15Gi")),
         pg_wal_storage_size=_quantity("pgWalStorageSize", get("pgWalStorageSize", "30Gi")),
         pg_parameters=_pg_parameters(get("pgParameters", {})),
+        pg_spec_overrides=_pg_spec_overrides(get("pgSpecOverrides", {})),
+        pg_pooler_parameters=_pg_parameters(get("pgPoolerParameters", {}), "pgPoolerParameters"),
+        canary_stack=dns_label("canaryStack", get("canaryStack")),
+        image_history=tuple(image_version("imageHistory", v) for v in get("imageHistory", [])),
+        chart_history=tuple(chart_version("chartHistory", v) for v in get("chartHistory", [])),
         phase=phase,
         legacy=legacy,
     )
@@ -649,11 +668,11 @@ def _quantity(key: str, value: str) -> str:
     return value
 
 
-def _pg_parameters(params: Mapping[str, Any]) -> dict[str, str]:
+def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict[str, str]:
     out = {}
     for k, v in params.items():
         if not re.match(r"^[a-z_][a-z0-9_.]*$", k) or isinstance(v, (dict, list)):
-            raise ConfigError("pgParameters", f"{k!r} is not a postgresql.conf parameter with a scalar value", "e.g. {max_connections: \"200\"}")
+            raise ConfigError(key, f"{k!r} is not a postgresql.conf parameter with a scalar value", "e.g. {max_connections: \"200\"}")
         out[k] = str(v)
     return out
 
@@ -670,6 +689,23 @@ def _abs_path(key: str, value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+PG_SPEC_OVERRIDABLE = ("resources", "affinity", "priorityClassName")
+
+
+def _pg_spec_overrides(spec: Mapping[str, Any]) -> dict[str, Any]:
+    for key in spec:
+        if key not in PG_SPEC_OVERRIDABLE:
+            raise ConfigError(f"pgSpecOverrides.{key}", "cannot be overridden", f"only {', '.join(PG_SPEC_OVERRIDABLE)}; sizes and parameters have their own keys")
+    return dict(spec)
+
+
+def _secret_leaves(node: Any) -> Any:
+    # keep the structure (so it merges like a values file) and make every leaf secret
+    if isinstance(node, Mapping):
+        return {k: _secret_leaves(v) for k, v in node.items()}
+    return pulumi.Output.secret(node)
+
+
 def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
     if "fernetKey" in raw:
         fernet = _as_str("fernetKey", raw["fernetKey"])
@@ -684,6 +720,21 @@ def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | No
     if key_text != SECRET_PLACEHOLDER and not re.match(r"^-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*$", key_text):
         raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
 
+    private_raw = raw.get("privateValues")
+    private_values: Any = None
+    if private_raw is not None and private_raw != SECRET_PLACEHOLDER:
+        parsed = _as_json("privateValues", private_raw, dict)
+        for path in _SECRET_VALUE_PATHS:
+            if path[0] in parsed and path != ("config", "private"):
+                node = parsed
+                for part in path:
+                    node = node.get(part) if isinstance(node, Mapping) else None
+                if node is not None:
+                    raise ConfigError("privateValues", f"sets {'.'.join(path)}, which the program manages", "remove it from privateValues")
+        private_values = parsed
+    elif private_raw == SECRET_PLACEHOLDER:
+        private_values = {}
+
     def secret(key: str) -> pulumi.Output[str] | None:
         if key not in raw:
             return None
@@ -695,6 +746,7 @@ def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | No
         oidc_client_secret=secret("oidcClientSecret"),
         ssh_private_key=secret("sshPrivateKey"),
         legacy_db_password=secret("legacyDbPassword"),
+        private_values=_secret_leaves(private_values) if private_values is not None else None,
         fernet_key=secret("fernetKey"),
         webserver_secret_key=secret("webserverSecretKey"),
     )

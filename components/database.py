@@ -154,6 +154,8 @@ def cluster(cfg: InstanceConfig) -> dict[str, Any]:
     }
     if cfg.pg_parameters:
         spec["postgresql"]["parameters"] = dict(cfg.pg_parameters)
+    if cfg.pg_spec_overrides:
+        spec = _merge(spec, cfg.pg_spec_overrides)
     clusters = external_clusters(cfg)
     if clusters:
         spec["externalClusters"] = clusters
@@ -174,7 +176,7 @@ def pooler(cfg: InstanceConfig) -> dict[str, Any]:
             "type": "rw",
             "pgbouncer": {
                 "poolMode": "transaction",
-                "parameters": {"max_client_conn": "1000", "default_pool_size": "25", "log_connections": "0", "log_disconnections": "0"},
+                "parameters": {"max_client_conn": "1000", "default_pool_size": "25", "log_connections": "0", "log_disconnections": "0", **cfg.pg_pooler_parameters},
             },
             "monitoring": {"enablePodMonitor": False},
             "template": {
@@ -356,6 +358,13 @@ class PostgresCluster(pulumi.ComponentResource):
             else:
                 _custom(f"{name}-netpol-{short}", policy, child)
         self.register_outputs({"cluster": n["cluster"], "pooler": n["pooler"]})
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
 
 
 def _snake(key: str) -> str:

@@ -179,6 +179,10 @@ class AirflowInstance(pulumi.ComponentResource):
             legacy_db_password=secrets.legacy_db_password,
             **private_extra,
         )
+        if secrets.private_values:
+            # the instance's own private values (extra connections and secrets), as helmfile's
+            # private file; the program-managed secret paths are refused by config validation
+            private = airflow_values.deep_merge(private, secrets.private_values)
         release_args = AirflowReleaseArgs(
             namespace=ns.namespace.metadata.name,
             chart_repository=cfg.chart_repository,

@@ -28,7 +28,8 @@ def test_release_waits_with_a_finite_timeout_and_is_atomic(stack):
 
 
 def test_release_timeout_and_chart_version_come_from_config():
-    run = run_stack("search", overrides={"releaseTimeoutSeconds": 600, "airflowChartVersion": "0.0.178"})
+    # a new chart version goes to the canary first
+    run = run_stack("test-k8s", overrides={"releaseTimeoutSeconds": 600, "airflowChartVersion": "0.0.178"})
     rel = run.monitor.one(RELEASE)
     assert rel.inputs["timeout"] == 600 and rel.inputs["version"] == "0.0.178"
 

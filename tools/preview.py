@@ -13,6 +13,7 @@ wrong passphrase print one line and exit 2.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -192,6 +193,13 @@ def write_out(run: mockrun.Run, out_dir: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(body, encoding="utf-8")
         written.append(path)
+    tree = io.StringIO()
+    print_tree(run, tree, show_inputs=True)
+    path = out_dir / "tree.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # without the timing line, so renders of the same config are byte-identical
+    path.write_text(tree.getvalue(), encoding="utf-8")
+    written.append(path)
     outputs = run.monitor.stack_outputs
     if outputs:
         path = out_dir / "outputs.yaml"
@@ -203,7 +211,9 @@ def write_out(run: mockrun.Run, out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-s", "--stack", required=True, help="stack name (Pulumi.<stack>.yaml)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-s", "--stack", help="stack name (Pulumi.<stack>.yaml)")
+    target.add_argument("--all", action="store_true", help="every stack, in one process (--out gets one directory per stack)")
     parser.add_argument("--out", type=Path, help="write rendered values, manifests and scripts here")
     parser.add_argument("--no-inputs", action="store_true", help="print the tree without inputs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -220,22 +230,31 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Tex
         overrides[key] = yaml.safe_load(value) if value else ""
 
     started = time.perf_counter()
-    try:
-        run = render(args.stack, pp.passphrase_from_env(), overrides, tuple(args.set_secret))
-    except (ConfigError, stackconfig.StackError) as exc:
-        stderr.write(f"error: {exc}\n")
-        return 2
-    except OSError as exc:
-        stderr.write(f"error: {exc.strerror}: {exc.filename}\n")
-        return 2
-    print_tree(run, stdout, show_inputs=not args.no_inputs)
-    if args.out:
-        files = write_out(run, args.out)
-        stdout.write(f"Wrote {len(files)} files under {args.out}\n")
-    sc = run.extra["stackconfig"]
-    stdout.write(f"Secrets: {'checked with the passphrase' if sc.decrypted else 'not decrypted (no passphrase): placeholders'}\n")
-    stdout.write(f"Rendered in {time.perf_counter() - started:.2f}s\n")
-    return 0
+    stacks = stackconfig.stacks() if args.all else [args.stack]
+    failed = 0
+    for stack in stacks:
+        t0 = time.perf_counter()
+        try:
+            run = render(stack, pp.passphrase_from_env(), overrides, tuple(args.set_secret))
+        except (ConfigError, stackconfig.StackError) as exc:
+            stderr.write(f"error: {stack + ': ' if args.all else ''}{exc}\n")
+            failed += 1
+            continue
+        except OSError as exc:
+            stderr.write(f"error: {exc.strerror}: {exc.filename}\n")
+            failed += 1
+            continue
+        print_tree(run, stdout, show_inputs=not args.no_inputs)
+        if args.out:
+            out_dir = args.out / stack if args.all else args.out
+            files = write_out(run, out_dir)
+            stdout.write(f"Wrote {len(files)} files under {out_dir}\n")
+        sc = run.extra["stackconfig"]
+        stdout.write(f"Secrets: {'checked with the passphrase' if sc.decrypted else 'not decrypted (no passphrase): placeholders'}\n")
+        stdout.write(f"Rendered {stack} in {time.perf_counter() - t0:.2f}s\n")
+    if args.all:
+        stdout.write(f"Rendered {len(stacks) - failed}/{len(stacks)} stacks in {time.perf_counter() - started:.2f}s\n")
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

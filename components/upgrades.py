@@ -1,0 +1,70 @@
+"""Upgrades are version bumps in config, and the canary takes them first.
+
+The runbook: deploy a new image to airflow-test-k8s, check it, then bump the common version
+and redeploy every instance one after the other.  Here the image version (and the airflow
+chart version) are project defaults in Pulumi.yaml that a stack may override, and the rule is
+checked before any resource is registered:
+
+    a stack other than the canary may only run a version the canary runs now, or ran before
+    (the canary stack's ``imageHistory`` / ``chartHistory``).
+
+The canary's effective versions are read from the stack files themselves (plain, non-secret
+keys), so `pulumi up -s search`, the offline preview and the tests all apply the same rule.
+The rollout order itself is tools/rollout.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import PROJECT, ConfigError, InstanceConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _stack_value(project: dict[str, Any], stack_doc: dict[str, Any], key: str) -> Any:
+    full = f"{PROJECT}:{key}"
+    stack_cfg = stack_doc.get("config") or {}
+    if full in stack_cfg:
+        return stack_cfg[full]
+    spec = (project.get("config") or {}).get(key)
+    if isinstance(spec, dict):
+        return spec.get("value", spec.get("default"))
+    return spec
+
+
+def canary_versions(canary: str, root: Path = ROOT) -> dict[str, set[str]]:
+    """{"image": {...}, "chart": {...}}: the versions the canary runs now or ran before."""
+    path = root / f"Pulumi.{canary}.yaml"
+    if not path.is_file():
+        raise ConfigError("canaryStack", f"no stack file Pulumi.{canary}.yaml", "name an existing stack as the canary")
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {
+        "image": {str(_stack_value(project, doc, "imageVersion")), *map(str, _stack_value(project, doc, "imageHistory") or [])},
+        "chart": {str(_stack_value(project, doc, "airflowChartVersion")), *map(str, _stack_value(project, doc, "chartHistory") or [])},
+    }
+
+
+def check_canary_rule(cfg: InstanceConfig, stack: str, root: Path = ROOT) -> None:
+    """Raise a one-line ConfigError when ``stack`` would run a version the canary has not."""
+    if stack == cfg.canary_stack:
+        return
+    allowed = canary_versions(cfg.canary_stack, root)
+    if cfg.image_version not in allowed["image"]:
+        raise ConfigError(
+            "imageVersion",
+            f"{cfg.image_version} has not run on the canary stack {cfg.canary_stack}",
+            f"deploy it to {cfg.canary_stack} first (override imageVersion there), then to the other stacks",
+        )
+    if cfg.airflow_chart_version not in allowed["chart"]:
+        raise ConfigError(
+            "airflowChartVersion",
+            f"{cfg.airflow_chart_version} has not run on the canary stack {cfg.canary_stack}",
+            f"deploy it to {cfg.canary_stack} first (or list it in its chartHistory), then to the other stacks",
+        )
+    if cfg.image_history or cfg.chart_history:
+        raise ConfigError("imageHistory", f"is only meaningful on the canary stack {cfg.canary_stack}", "remove it from this stack")

@@ -1,0 +1,59 @@
+"""Offline preview diff and the CI's touched-stack selection."""
+
+import io
+import subprocess
+import sys
+
+from tools import preview_diff, touched_stacks
+
+STACKS = ["main", "search", "test-k8s"]
+
+
+def test_a_stack_file_touches_only_that_stack():
+    assert touched_stacks.touched(["Pulumi.search.yaml", "README.md", "tests/test_x.py"], STACKS) == ["search"]
+
+
+def test_a_program_change_touches_every_stack():
+    assert touched_stacks.touched(["components/database.py"], STACKS) == STACKS
+    assert touched_stacks.touched(["Pulumi.yaml"], STACKS) == STACKS
+
+
+def test_docs_and_tests_touch_nothing():
+    assert touched_stacks.touched(["README.md", "tests/test_fleet.py", "bench/preview.py"], STACKS) == []
+
+
+def test_diff_dirs_shows_changes_additions_and_removals(tmp_path):
+    base, head = tmp_path / "base", tmp_path / "head"
+    (base / "search" / "helm").mkdir(parents=True)
+    (head / "search" / "helm").mkdir(parents=True)
+    (base / "search" / "helm" / "v.yaml").write_text("app:\n  version: old\n")
+    (head / "search" / "helm" / "v.yaml").write_text("app:\n  version: new\n")
+    (base / "gone.yaml").write_text("x: 1\n")
+    (head / "new.yaml").write_text("y: 2\n")
+    out = io.StringIO()
+    assert preview_diff.diff_dirs(base, head, out) == 3
+    text = out.getvalue()
+    assert "-  version: old\n+  version: new\n" in text
+    assert "== Removed in the working tree: gone.yaml" in text and "== Added in the working tree: new.yaml" in text
+
+
+def test_same_render_twice_has_no_diff(tmp_path):
+    # renders are deterministic: the CI diff shows only real changes
+    from tools import preview
+
+    for side in ("a", "b"):
+        run = preview.render("search", None)
+        preview.write_out(run, tmp_path / side)
+    assert preview_diff.diff_dirs(tmp_path / "a", tmp_path / "b", io.StringIO()) == 0
+
+
+def test_cli_against_head_reports_a_count():
+    proc = subprocess.run([sys.executable, "-m", "tools.preview_diff", "--base", "HEAD"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "rendered file(s) differ between HEAD and the working tree" in proc.stdout
+
+
+def test_cli_unknown_revision_is_one_line():
+    err = io.StringIO()
+    assert preview_diff.main(["--base", "no-such-rev"], stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue() == "error: no git revision 'no-such-rev' to compare with\n"

@@ -1,0 +1,105 @@
+"""Offline preview diff: what a change does to every stack, without the Pulumi CLI.
+
+    python -m tools.preview_diff [--base HEAD~1] [--exit-code]
+
+Renders every stack (tree, Helm values, manifests, Command scripts, outputs: the files of
+`tools.preview --out`) on the base git revision and on the working tree, and prints the
+unified diff, the way the platform's chart CI shows rendered diffs.  Stacks new in the
+working tree show as full additions, removed ones as removals.  Secrets are placeholders on
+both sides (no passphrase is used), so the diff never shows one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def render_tree(tree: Path, out: Path) -> str | None:
+    """Render every stack of the checkout at ``tree`` into ``out``; an error text or None."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    env["PYTHONPATH"] = str(tree)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.preview", "--all", "--no-inputs", "--out", str(out)],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        return (proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout).strip() else f"exit {proc.returncode}"
+    return None
+
+
+def checkout(rev: str, dest: Path) -> None:
+    """The tracked files of ``rev`` in ``dest`` (git archive: no worktree bookkeeping)."""
+    data = subprocess.run(["git", "archive", "--format=tar", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    archive = dest.with_suffix(".tar")
+    archive.write_bytes(data)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def files_of(base: Path) -> dict[str, str]:
+    if not base.is_dir():
+        return {}
+    return {str(p.relative_to(base)): p.read_text(encoding="utf-8", errors="replace") for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def diff_dirs(old: Path, new: Path, out: TextIO) -> int:
+    """Print a unified diff of two render directories; the number of changed files."""
+    a, b = files_of(old), files_of(new)
+    changed = 0
+    for name in sorted(set(a) | set(b)):
+        before, after = a.get(name), b.get(name)
+        if before == after:
+            continue
+        changed += 1
+        if before is None:
+            out.write(f"== Added in the working tree: {name}\n")
+        elif after is None:
+            out.write(f"== Removed in the working tree: {name}\n")
+        lines = difflib.unified_diff(
+            (before or "").splitlines(keepends=True), (after or "").splitlines(keepends=True),
+            fromfile=f"base/{name}", tofile=f"head/{name}", n=8,
+        )
+        for line in lines:
+            out.write(line if line.endswith("\n") else line + "\n")
+    return changed
+
+
+def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.preview_diff", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="HEAD~1", help="git revision to compare with (default HEAD~1)")
+    parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything differs")
+    args = parser.parse_args(argv)
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"], cwd=ROOT, capture_output=True, text=True)
+    if rev.returncode != 0:
+        stderr.write(f"error: no git revision {args.base!r} to compare with\n")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="preview-diff-") as tmp:
+        tmp_path = Path(tmp)
+        base_tree = tmp_path / "base-src"
+        base_tree.mkdir()
+        checkout(args.base, base_tree)
+        base_out, head_out = tmp_path / "base", tmp_path / "head"
+        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() else "no offline preview at that revision"
+        head_error = render_tree(ROOT, head_out)
+        if head_error:
+            stderr.write(f"error: the working tree does not render: {head_error}\n")
+            return 2
+        if base_error:
+            stdout.write(f"note: base {args.base} did not render ({base_error}); showing the working tree as additions\n")
+        changed = diff_dirs(base_out, head_out, stdout)
+        stdout.write(f"== {changed} rendered file(s) differ between {args.base} and the working tree\n")
+    return 1 if (args.exit_code and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
