@@ -95,9 +95,10 @@ def verify_job_script(cfg: InstanceConfig) -> str:
 
 
 # The Job feeds the two passwords to the verifier on stdin from mounted Secrets: never in
-# the pod spec, never on a command line.
+# the pod spec, never on a command line (printf is a bash builtin; $(cat) strips a trailing
+# newline a Secret may or may not have, so each password is exactly one line).
 _JOB_COMMAND = (
-    "{ cat /run/secrets/source/password; echo; cat /run/secrets/target/password; echo; } "
+    'printf \'%s\\n%s\\n\' "$(cat /run/secrets/source/password)" "$(cat /run/secrets/target/password)" '
     '| /bin/bash -c "$VERIFY_SCRIPT" db-verify'
 )
 
@@ -127,8 +128,13 @@ def verify_job(cfg: InstanceConfig) -> dict:
                         "name": "verify",
                         "image": database.image_catalog(cfg)["spec"]["images"][0]["image"],
                         "command": ["/bin/bash", "-c", _JOB_COMMAND],
-                        "env": [{"name": "VERIFY_SCRIPT", "value": verify_job_script(cfg)}],
+                        "env": [
+                            {"name": "VERIFY_SCRIPT", "value": verify_job_script(cfg)},
+                            # the script's pgpass files; the image's root filesystem is not ours to write
+                            {"name": "TMPDIR", "value": "/run/verify-tmp"},
+                        ],
                         "volumeMounts": [
+                            {"name": "tmp", "mountPath": "/run/verify-tmp"},
                             {"name": "source", "mountPath": "/run/secrets/source", "readOnly": True},
                             {"name": "target", "mountPath": "/run/secrets/target", "readOnly": True},
                         ],
@@ -136,6 +142,7 @@ def verify_job(cfg: InstanceConfig) -> dict:
                         "securityContext": restricted,
                     }],
                     "volumes": [
+                        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                         {"name": "source", "secret": {"secretName": f"{name}-source", "defaultMode": 0o400}},
                         {"name": "target", "secret": {"secretName": n["app_secret"], "defaultMode": 0o400, "items": [{"key": "password", "path": "password"}]}},
                     ],
