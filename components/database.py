@@ -134,7 +134,6 @@ def cluster(cfg: InstanceConfig) -> dict[str, Any]:
         "env": [{"name": k, "value": v} for k, v in CLUSTER_ENV.items()],
         "postgresql": {"shared_preload_libraries": []},
         "managed": {"roles": []},
-        "monitoring": {"enablePodMonitor": False},  # no PodMonitor CRD on the platform
         "bootstrap": bootstrap(cfg),
         "backup": {
             "target": "prefer-standby",
@@ -178,7 +177,6 @@ def pooler(cfg: InstanceConfig) -> dict[str, Any]:
                 "poolMode": "transaction",
                 "parameters": {"max_client_conn": "1000", "default_pool_size": "25", "log_connections": "0", "log_disconnections": "0", **cfg.pg_pooler_parameters},
             },
-            "monitoring": {"enablePodMonitor": False},
             "template": {
                 "spec": {
                     "containers": [
@@ -312,7 +310,9 @@ class PostgresCluster(pulumi.ComponentResource):
         cluster_deps: list[pulumi.Resource] = [creds, ca, catalog, *args.depends_on]
         if cfg.phase == "database-import":
             import_meta = _meta(n["import_secret"], cfg)
-            import_meta["annotations"] = {"cnpg.io/reload": "true"}
+            # a label, not an annotation: the operator watches labelled Secrets for changes
+            # (cloudnative-pg pkg/utils WatchedLabelName, cluster_predicates.go hasReloadLabelSet)
+            import_meta["labels"] = {**import_meta["labels"], "cnpg.io/reload": "true"}
             cluster_deps.append(
                 k8s.core.v1.Secret(
                     f"{name}-bootstrap-import",

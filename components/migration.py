@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import pulumi
 import pulumi_command as command
@@ -47,7 +46,7 @@ class LogMigration(pulumi.ComponentResource):
         super().__init__("dpe:airflow:LogMigration", name, None, opts)
         cfg = args.cfg
         assert cfg.legacy is not None
-        endpoint = urlparse(cfg.rgw_endpoint).netloc
+        endpoint = cfg.rgw_endpoint  # https://host: s3cmd host_base and https from it
         keys = key_stdin(args.access_key, args.secret_key)
         sync = log_migration.sync_script(cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region, SYNC_PARALLELISM)
 

@@ -50,7 +50,14 @@ def pure_manifests(cfg: config.InstanceConfig) -> list[dict[str, Any]]:
 
 
 def custom_resources(stack: str) -> list[Registration]:
+    """Every CNPG and Calico object the program registers, whichever component owns it."""
     return [r for r in rendered(stack).registered() if r.type.startswith(CNPG_TYPE) or r.type == CALICO_TYPE]
+
+
+def database_children(stack: str, *types: str) -> list[Registration]:
+    """The PostgresCluster component's own resources of the given types."""
+    return [r for r in rendered(stack).registered()
+            if r.type in types and "dpe:airflow:PostgresCluster" in r.parent.split("::")[2]]
 
 
 def cnpg_object(stack: str, kind: str) -> Registration:
@@ -109,7 +116,8 @@ def test_schemas_are_well_formed_draft_2020_12(key):
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_rendered_custom_resource_matches_its_schema(stack):
     regs = custom_resources(stack)
-    kinds = sorted((r.inputs["apiVersion"], r.inputs["kind"]) for r in regs)
+    kinds = sorted((r.inputs["apiVersion"], r.inputs["kind"]) for r in regs
+                   if r in database_children(stack, r.type))
     assert kinds == sorted(
         [(cnpg.CNPG_API, k) for k in ("Cluster", "Pooler", "ScheduledBackup", "ImageCatalog")]
         + [(cnpg.CALICO_API, "NetworkPolicy")] * 3
@@ -347,6 +355,7 @@ def test_import_phase_renders_schema_valid_objects_and_a_secret_import_password(
     assert secret_paths(secret.inputs) == ["stringData"]
     assert secret.inputs["stringData"].value == {ref["key"]: LEGACY_PASSWORD}
     assert secret.urn in cluster.explicit_depends_on, "the Cluster must be created after its import password"
+    assert secret.inputs["metadata"]["labels"]["cnpg.io/reload"] == "true", "CNPG reloads Secrets labelled cnpg.io/reload"
     k8s_validate(secret_shape(secret.inputs), secret.name)
 
 
@@ -515,8 +524,7 @@ def test_airflow_release_waits_for_the_pooler(stack):
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_core_objects_validate_against_the_kubernetes_schema(stack):
-    mon = rendered(stack)
-    core = [*mon.by_type(SECRET_TYPE), *mon.by_type(K8S_NETPOL_TYPE)]
+    core = database_children(stack, SECRET_TYPE, K8S_NETPOL_TYPE)
     assert sorted(r.inputs["metadata"]["name"] for r in core) == sorted(
         f"postgresql-airflow-{stack}-{n}" for n in ("backup-s3-creds", "ca-bundle", "ingress-pooler", "ingress-instance")
     )
@@ -536,8 +544,9 @@ def test_core_types_inside_cnpg_specs_validate_against_the_kubernetes_schema(sta
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_database_objects_use_the_deploy_provider_in_the_instance_namespace(stack):
-    mon = rendered(stack)
-    regs = [*custom_resources(stack), *mon.by_type(SECRET_TYPE), *mon.by_type(K8S_NETPOL_TYPE)]
+    regs = database_children(stack, SECRET_TYPE, K8S_NETPOL_TYPE, CALICO_TYPE,
+                             *(CNPG_TYPE + k for k in ("Cluster", "Pooler", "ScheduledBackup", "ImageCatalog")))
+    assert len(regs) == 11, [r.name for r in regs]
     for reg in regs:
         assert reg.inputs["metadata"]["namespace"] == f"airflow-{stack}", reg.name
         assert re.search(rf"::{stack}-k8s-deploy::", reg.provider), f"{reg.name} must use the deploy provider"
