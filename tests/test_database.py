@@ -399,7 +399,7 @@ def test_cluster_carries_the_rgw_checksum_env(stack):
     assert env["AWS_RESPONSE_CHECKSUM_VALIDATION"] == "WHEN_REQUIRED"
 
 
-@pytest.mark.parametrize("stack, size", [("search", "30Gi"), ("test-k8s", "15Gi")])
+@pytest.mark.parametrize("stack, size", [("search", "30Gi"), ("test-k8s", "20Gi")])
 def test_cluster_storage_comes_from_config(stack, size):
     spec = cnpg_object(stack, "Cluster").inputs["spec"]
     assert spec["storage"]["size"] == size, f"{stack} data volume"
