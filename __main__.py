@@ -7,6 +7,7 @@ from components.instance import AirflowInstance
 
 # Both raise a one-line ConfigError (a pulumi.RunError: no traceback) before any resource exists.
 cfg, secrets = config.load()
+upgrades.check_stack_name(cfg, pulumi.get_stack())
 upgrades.check_canary_rule(cfg, pulumi.get_stack())
 buckets.require_checksum_env()
 

@@ -68,3 +68,10 @@ def check_canary_rule(cfg: InstanceConfig, stack: str, root: Path = ROOT) -> Non
         )
     if cfg.image_history or cfg.chart_history:
         raise ConfigError("imageHistory", f"is only meaningful on the canary stack {cfg.canary_stack}", "remove it from this stack")
+
+
+def check_stack_name(cfg: InstanceConfig, stack: str) -> None:
+    """One stack per instance, named after it: editing ``instance`` in a stack file would
+    otherwise move every resource (and be refused by protect only at the engine)."""
+    if cfg.instance != stack:
+        raise ConfigError("instance", f"{cfg.instance!r} differs from the stack name {stack!r}", f"a stack manages one instance: use Pulumi.{cfg.instance}.yaml for {cfg.instance!r}")
