@@ -1,0 +1,694 @@
+"""The log-migration scripts (components/log_migration.py) as text, and run against stand-ins.
+
+tests/integration/test_log_migration.py runs the same text against a real RGW.  Here:
+
+* a stand-in ``s3cmd`` records every call (argv, config file and its mode, the files each call
+  covers, start/end times) so the planner's promise, every regular file in exactly one call,
+  keys relative to the logs dir, is checked on trees with hostile names, in milliseconds;
+* stand-in ``puppet`` and ``systemctl`` (state in a JSON file) record their argv: the exact
+  runbook calls, idempotency, and the quoting of the unit patterns.
+
+Set UPDATE_GOLDEN=1 to rewrite the golden scripts after an intended change (then review the diff).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from components import log_migration as lm
+from components import remote
+from tests.integration.fixtures_logtree import make_tree
+
+GOLDEN = Path(__file__).parent / "golden"
+ACCESS = "AKIAEXAMPLE000000001"
+SECRET = "sEcReTexample000000000000000000000000001"
+KEYS = f"{ACCESS}\n{SECRET}\n"
+LOGS = "/srv/airflow-search/logs"
+BUCKET = "logs.airflow-search.dse-k8s-eqiad"
+ENDPOINT = "https://rgw.eqiad.dpe.anycast.wmnet"
+HOSTILE_NAMES = ["x y;$(id)", "it's `id`", 'q"uote', "new\nline", "star*", "$HOME", "-rf", " lead", "trail "]
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"golden file {path} is missing: run with UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} differs from its golden file; rerun with UPDATE_GOLDEN=1 and review"
+
+
+# --- stand-in s3cmd ----------------------------------------------------------------------------
+
+FAKE_S3CMD = textwrap.dedent('''\
+    #!{python}
+    """Records a call: argv, config (text and mode), covered keys; answers like s3cmd 2.3.0 --stats."""
+    import json, os, stat, sys, time
+    state = os.environ["FAKE_S3CMD_DIR"]
+    began = time.time()
+    args = sys.argv[1:]
+    config = None
+    flags, positional, files_from = [], [], None
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            positional += args[i + 1:]
+            break
+        if a == "-c":
+            config = args[i + 1]
+            i += 2
+            continue
+        if a.startswith("--files-from="):
+            files_from = a.split("=", 1)[1]
+        elif a.startswith("-"):
+            flags.append(a)
+        else:
+            positional.append(a)
+        i += 1
+    record = {{"argv": args, "pid": os.getpid(), "cwd": os.getcwd(), "flags": flags, "positional": positional,
+              "config_mode": oct(stat.S_IMODE(os.stat(config).st_mode)) if config else None,
+              "config": open(config).read() if config else None,
+              "config_dir_mode": oct(stat.S_IMODE(os.stat(os.path.dirname(config)).st_mode)) if config else None}}
+    keys = []
+    if positional and positional[0] == "sync":
+        for src in positional[1:-1]:
+            name = src[2:] if src.startswith("./") else src
+            if files_from:
+                with open(files_from, encoding="utf-8") as f:
+                    keys += [name + "/" + line.strip() for line in f]
+            elif os.path.isfile(src) and not os.path.islink(src):
+                keys.append(name)
+            else:
+                for root, dirs, files in os.walk(src):
+                    for n in files:
+                        p = os.path.join(root, n)
+                        if os.path.isfile(p) and not os.path.islink(p):
+                            keys.append(os.path.relpath(p, "."))
+        record["keys"] = keys
+        time.sleep(float(os.environ.get("FAKE_S3CMD_SLEEP", "0")))
+    elif positional and positional[0] == "ls":
+        sys.stdout.write(open(os.environ["FAKE_S3CMD_LISTING"]).read())
+    record["began"], record["ended"] = began, time.time()
+    with open(os.path.join(state, "calls.jsonl"), "a") as log:
+        log.write(json.dumps(record) + "\\n")
+    fail_on = os.environ.get("FAKE_S3CMD_FAIL_ON")
+    if fail_on and any(fail_on in p for p in positional[1:-1]):
+        sys.stderr.write("ERROR: S3 error: 503 (ServiceUnavailable)\\n")
+        sys.exit(15)
+    if positional and positional[0] == "sync":
+        size = sum(os.path.getsize(k) for k in keys if os.path.exists(k))
+        print("Done. Uploaded %d bytes in 1.0 seconds, 1.00 kB/s." % size)
+        print("Stats: Number of files: %d (%d bytes) " % (len(keys), size))
+        if keys:
+            print("Stats: Number of files transferred: %d (%d bytes) " % (len(keys), size))
+''')
+
+
+class FakeS3cmd:
+    def __init__(self, root: Path):
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        tool = self.bin / "s3cmd"
+        tool.write_text(FAKE_S3CMD.format(python=sys.executable))
+        tool.chmod(0o755)
+        marker = root / "id-ran"
+        (self.bin / "id").write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n")
+        (self.bin / "id").chmod(0o755)
+        self.marker = marker
+        self.tmp = root / "tmp"
+        self.tmp.mkdir()
+        self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_S3CMD_DIR": str(root), "HOME": str(root),
+                    "TMPDIR": str(self.tmp), "LANG": "C.UTF-8"}
+
+    def popen(self, script: str, **env: str) -> subprocess.Popen:
+        proc = subprocess.Popen(["bash", "-c", script, "log-migration"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**self.env, **env}, start_new_session=True)
+        proc.stdin.write(KEYS)
+        proc.stdin.close()
+        return proc
+
+    def run(self, script: str, stdin: str = KEYS, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script, "log-migration"], input=stdin, capture_output=True,
+                              text=True, env={**self.env, **env}, timeout=60)
+
+    def calls(self) -> list[dict]:
+        path = self.root / "calls.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def covered(self) -> Counter:
+        return Counter(k for call in self.calls() for k in call.get("keys", []))
+
+
+@pytest.fixture
+def fake(tmp_path) -> FakeS3cmd:
+    return FakeS3cmd(tmp_path / "fake")
+
+
+def regular_files(root: Path) -> set[str]:
+    out = set()
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = Path(dirpath, n)
+            if p.is_file() and not p.is_symlink():
+                out.add(str(p.relative_to(root)))
+    return out
+
+
+def sync(logs: Path, parallelism: int = 4, min_files_per_job: int = 1) -> str:
+    """min_files_per_job=1: small test trees still get `parallelism` jobs."""
+    return lm.sync_script(str(logs), "logs.test", "http://127.0.0.1:9", "dpe", parallelism,
+                          min_files_per_job=min_files_per_job)
+
+
+# --- the scripts as text ---------------------------------------------------------------------------
+
+def test_sync_script_matches_golden():
+    golden("log_migration_sync_search.sh", lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8))
+
+
+def test_verify_script_matches_golden():
+    golden("log_migration_verify_search.sh", lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe"))
+
+
+def test_stop_legacy_script_matches_golden():
+    golden("log_migration_stop_search.sh", lm.stop_legacy_script("search"))
+
+
+def test_scripts_follow_the_remote_conventions():
+    for script in (lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8), lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe"),
+                   lm.stop_legacy_script("search")):
+        assert script.startswith(remote.header("x").splitlines()[0]), "scripts start with remote.header()"
+        assert "set -euo pipefail" in script and "umask 077" in script, "strict mode and umask from the header"
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_script_functions_take_no_key():
+    for fn in (lm.sync_script, lm.verify_script, lm.stop_legacy_script):
+        params = set(inspect.signature(fn).parameters)
+        assert not params & {"access_key", "secret_key", "keys"}, f"{fn.__name__} must not take keys: {params}"
+
+
+def test_sync_never_deletes_on_the_target():
+    script = lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8)
+    assert "--delete-removed" not in script.replace("--no-delete-removed", ""), "no --delete-removed anywhere"
+    assert "delete_removed = False" in script, "the config says so too"
+    assert re.search(r"s3cmd -c \"\$config\" --no-delete-removed", script), "every sync call says --no-delete-removed"
+
+
+def test_s3_settings_match_the_platform():
+    script = lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8)
+    assert "s3_host=rgw.eqiad.dpe.anycast.wmnet\n" in script, "host without scheme (s3cmd host_base)"
+    assert "use_https=True\n" in script and "region=dpe\n" in script
+    for line in ("host_base = %s", "host_bucket = %s", "bucket_location = %s", "signature_v2 = False"):
+        assert line in script, f"s3cmd config line {line!r}"
+    assert "%(bucket)s" not in script, "path-style: host_bucket has no %(bucket)s"
+
+
+@pytest.mark.parametrize("endpoint, host, https", [
+    ("https://rgw.eqiad.dpe.anycast.wmnet", "rgw.eqiad.dpe.anycast.wmnet", True),
+    ("https://rgw.eqiad.dpe.anycast.wmnet/", "rgw.eqiad.dpe.anycast.wmnet", True),
+    ("rgw.eqiad.dpe.anycast.wmnet", "rgw.eqiad.dpe.anycast.wmnet", True),
+    ("http://127.0.0.1:8080", "127.0.0.1:8080", False),
+    ("https://127.0.0.1:8443", "127.0.0.1:8443", True),
+])
+def test_endpoint_parsing(endpoint, host, https):
+    assert lm.parse_endpoint(endpoint) == lm.Endpoint(host=host, https=https)
+
+
+@pytest.mark.parametrize("endpoint", ["ftp://x", "https://h/path", "https://u:p@h", "https://h?x=1", "https://-bad",
+                                      "https://h:99999", "https://a b"])
+def test_bad_endpoints_are_refused(endpoint):
+    with pytest.raises(ValueError, match="endpoint"):
+        lm.parse_endpoint(endpoint)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bucket": "UPPER"}, "bucket"), ({"bucket": "a..b"}, "bucket"), ({"region": "d p e"}, "zonegroup"),
+    ({"parallelism": 0}, "parallelism"), ({"parallelism": 65}, "parallelism"), ({"parallelism": True}, "parallelism"),
+    ({"logs_dir": "relative/logs"}, "absolute"), ({"min_files_per_job": 0}, "min_files_per_job"),
+])
+def test_bad_arguments_are_refused(kwargs, match):
+    args = {"logs_dir": LOGS, "bucket": BUCKET, "endpoint": ENDPOINT, "region": "dpe", "parallelism": 8, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        lm.sync_script(**args)
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_paths_are_quoted(name):
+    logs = f"/srv/{name}/logs"
+    for script in (lm.sync_script(logs, BUCKET, ENDPOINT, "dpe", 8, ca_file=f"/etc/{name}.pem"),
+                   lm.verify_script(logs, BUCKET, ENDPOINT, "dpe", ca_file=f"/etc/{name}.pem")):
+        assert f"logs_dir={shlex.quote(logs)}\n" in script, "the logs dir is assigned once, shell-quoted"
+        assert f"ca_file={shlex.quote(f'/etc/{name}.pem')}\n" in script, "the CA file is assigned once, shell-quoted"
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+# --- sync, run against the stand-in s3cmd --------------------------------------------------------
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_missing_logs_dir_fails_clearly_and_names_it(fake, tmp_path, name):
+    missing = tmp_path / name / "logs"
+    proc = fake.run(sync(missing))
+    assert proc.returncode == 1, "a missing logs dir is an error"
+    assert f"the logs directory {missing} does not exist" in proc.stderr, f"stderr names the dir: {proc.stderr!r}"
+    assert proc.stdout == "", "nothing on stdout on failure"
+    assert fake.calls() == [], "s3cmd never ran"
+    assert not fake.marker.exists(), "`id` inside the name was executed: quoting failed"
+
+
+@pytest.mark.parametrize("stdin, match", [
+    ("", "line 1"), (f"{ACCESS}\n", "line 2"), (f"{ACCESS}\n$HOME00000000000000000000\n", "secret key"),
+    (f"short\n{SECRET}\n", "access key"),
+])
+def test_bad_stdin_is_refused_before_any_s3cmd_call(fake, tmp_path, stdin, match):
+    (tmp_path / "logs").mkdir()
+    proc = fake.run(sync(tmp_path / "logs"), stdin=stdin)
+    assert proc.returncode == 1 and match in proc.stderr, f"refused with a message about the {match}: {proc.stderr!r}"
+    assert fake.calls() == [], "s3cmd never ran"
+    assert list(fake.tmp.iterdir()) == [], "no scratch dir left"
+
+
+def skewed_tree_with_hostile_names(root: Path, newline: bool = True) -> Path:
+    logs = root / "logs"
+    make_tree(logs, files=600, seed=3)
+    for name in HOSTILE_NAMES if newline else [n for n in HOSTILE_NAMES if "\n" not in n]:
+        d = logs / f"dag_id={name}" / "run_id=manual__x" / "task_id=t"
+        d.mkdir(parents=True)
+        (d / "attempt=1.log").write_bytes(b"x" * 10)
+    (logs / "-rf").write_bytes(b"top-level file that looks like an option")
+    (logs / "top level.log").write_bytes(b"a top-level file")
+    (logs / ".hidden").mkdir()
+    (logs / ".hidden" / "a.log").write_bytes(b"hidden entries are part of the tree too")
+    (logs / "empty_dir").mkdir()
+    os.symlink("/etc", logs / "link_to_etc")  # never followed
+    os.symlink("../-rf", logs / "scheduler" / "link_to_file")
+    big = logs / "dag_id=big_unlistable"  # too big for one job, but a name s3cmd --files-from would strip
+    for i in range(150):
+        (big / f"run_id={i}").mkdir(parents=True)
+        (big / f"run_id={i}" / "attempt=1.log").write_bytes(b"y" * 5)
+    (big / "run_id=0" / "trailing space.log ").write_bytes(b"z")
+    return logs
+
+
+@pytest.mark.parametrize("parallelism", [1, 3, 8])
+def test_every_regular_file_is_in_exactly_one_call_with_its_relative_key(fake, tmp_path, parallelism):
+    logs = skewed_tree_with_hostile_names(tmp_path)
+    proc = fake.run(sync(logs, parallelism))
+    assert proc.returncode == 0, proc.stderr
+    covered = fake.covered()
+    assert set(covered) == regular_files(logs), "the calls cover exactly the regular files (keys = relative paths)"
+    assert max(covered.values()) == 1, f"a file in two calls: {[k for k, n in covered.items() if n > 1][:5]}"
+    assert not fake.marker.exists(), "`id` inside a name was executed: quoting failed"
+    calls = fake.calls()
+    assert all(c["cwd"] == str(logs) for c in calls), "s3cmd runs in the logs dir (keys relative to it)"
+    assert all(c["positional"][-1] == "s3://logs.test/" for c in calls), "destination is the bucket root"
+    assert all(p.startswith("./") for c in calls for p in c["positional"][1:-1]), "sources are ./-prefixed"
+
+
+def test_a_big_entry_is_cut_into_chunks_and_the_load_is_balanced(fake, tmp_path):
+    logs = tmp_path / "logs"
+    tree = make_tree(logs, files=2000, seed=5)
+    biggest, (count, _) = max(tree.per_prefix().items(), key=lambda item: item[1][0])
+    assert count > 2000 / 4, "the synthetic tree is skewed (one DAG above total/parallelism)"
+    proc = fake.run(sync(logs, 4))
+    assert proc.returncode == 0, proc.stderr
+    chunked = [c for c in fake.calls() if any(a.startswith("--files-from=") for a in c["argv"])]
+    assert chunked and all(c["positional"][1:-1] == [f"./{biggest}"] for c in chunked), "the big DAG is chunked"
+    summary = proc.stdout
+    assert re.fullmatch(r"synced .* 2000 files \(\d+ bytes\) in \d+ top-level entries; uploaded 2000 \(\d+ bytes\), "
+                        r"copied 0 server-side \(0 bytes\); not uploaded: 1 symlinks, 0 special files; "
+                        r"\d+ s3cmd calls in 4 parallel jobs, \d+ s\n", summary), f"one summary line: {summary!r}"
+
+
+def test_a_small_tree_gets_fewer_jobs(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=1200, seed=2)
+    proc = fake.run(sync(logs, 8, min_files_per_job=500))
+    assert proc.returncode == 0, proc.stderr
+    assert " in 2 parallel jobs" in proc.stdout, f"1200 files / 500 per job: 2 jobs, not 8: {proc.stdout}"
+    assert set(fake.covered()) == regular_files(logs)
+
+
+def test_jobs_run_in_parallel(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=400, seed=2)
+    proc = fake.run(sync(logs, 4), FAKE_S3CMD_SLEEP="0.5")
+    assert proc.returncode == 0, proc.stderr
+    calls = fake.calls()
+    peak = max(sum(1 for o in calls if o["began"] <= c["began"] < o["ended"]) for c in calls)
+    assert peak == 4, f"4 s3cmd processes at once, saw at most {peak}"
+
+
+def test_keys_reach_s3cmd_only_in_a_0600_config_that_is_removed(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=100, seed=1)
+    proc = fake.run(sync(logs, 2))
+    assert proc.returncode == 0, proc.stderr
+    for call in fake.calls():
+        assert not any(SECRET in a or ACCESS in a for a in call["argv"]), f"a key on argv: {call['argv']}"
+        assert call["config_mode"] == "0o600" and call["config_dir_mode"] == "0o700", "config 0600 in a 0700 dir"
+        assert f"access_key = {ACCESS}\n" in call["config"] and f"secret_key = {SECRET}\n" in call["config"]
+        assert "host_base = 127.0.0.1:9\n" in call["config"] and "use_https = False\n" in call["config"]
+        flags = call["flags"]
+        assert "--no-delete-removed" in flags and not any(f == "--delete-removed" for f in flags)
+    assert list(fake.tmp.iterdir()) == [], "the scratch dir (with the config) is removed"
+    assert SECRET not in proc.stdout + proc.stderr and ACCESS not in proc.stdout + proc.stderr
+
+
+def test_a_failing_job_fails_the_script_after_the_others_ran(fake, tmp_path):
+    logs = tmp_path / "logs"
+    tree = make_tree(logs, files=400, seed=4)
+    victim = sorted(tree.per_prefix())[0]
+    proc = fake.run(sync(logs, 3), FAKE_S3CMD_FAIL_ON=victim)
+    assert proc.returncode == 1, "one failed job fails the whole script"
+    assert proc.stdout == "", "no success summary on stdout"
+    assert re.search(r"job \d+ \(s3cmd sync .*" + re.escape(victim) + r".*\) FAILED: exit 15", proc.stderr), \
+        f"stderr names the failed job's entries: {proc.stderr}"
+    assert "503 (ServiceUnavailable)" in proc.stderr, "s3cmd's own error is passed on"
+    assert "1 of 3 s3cmd jobs failed" in proc.stderr
+    other = {k for k in regular_files(logs) if not k.startswith(victim)}
+    assert other <= set(fake.covered()), "the other jobs still ran"
+
+
+def test_sigterm_stops_every_worker_and_removes_the_config(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=200, seed=6)
+    proc = fake.popen(sync(logs, 3), FAKE_S3CMD_SLEEP="30")
+    deadline = time.monotonic() + 10
+    scratch = []
+    while time.monotonic() < deadline and not scratch:
+        scratch = [p for p in fake.tmp.iterdir() if (p / "jobs" / "all").exists()]
+        time.sleep(0.05)
+    assert scratch, "the sync started its jobs"
+    time.sleep(0.5)  # let xargs start the fake s3cmds
+    workers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(scratch[0]))]
+    assert workers, "s3cmd workers run with the scratch config"
+    os.kill(proc.pid, signal.SIGTERM)  # the script only, not its process group
+    proc.wait(timeout=10)
+    assert proc.returncode == 143, f"exit 128+TERM, got {proc.returncode}: {proc.stderr.read()}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.05)
+    left = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and _cmdline_has(pid, str(scratch[0]))]
+    assert left == [], f"workers still running after TERM: {left}"
+    assert not scratch[0].exists(), "the scratch dir (config with the keys) is removed"
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=20, seed=7)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = fake.tmp / "airflow-log-migration.STALE123"
+    live = fake.tmp / "airflow-log-migration.LIVE1234"
+    for d, pid in ((stale, dead.pid), (live, os.getpid())):
+        d.mkdir(mode=0o700)
+        (d / "pid").write_text(f"{pid}\n")
+        (d / "s3cfg").write_text(f"secret_key = {SECRET}\n")
+    proc = fake.run(sync(logs, 2))
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists(), "the scratch dir of a killed run (dead pid) is removed"
+    assert live.exists(), "the scratch dir of a running process is kept"
+    assert f"removed the scratch dir {stale}" in proc.stderr
+
+
+def test_empty_logs_dir_syncs_nothing_and_succeeds(fake, tmp_path):
+    (tmp_path / "logs").mkdir()
+    proc = fake.run(sync(tmp_path / "logs", 4))
+    assert proc.returncode == 0, proc.stderr
+    assert fake.calls() == [] and "0 files (0 bytes) in 0 top-level entries" in proc.stdout
+
+
+def test_unreadable_directory_fails_the_plan(fake):
+    """s3cmd's own walk skips a directory it cannot read; the planner must fail instead."""
+    base = Path(tempfile.mkdtemp(prefix="log-migration-eacces-"))  # outside pytest's 0700 tmp dirs
+    try:
+        base.chmod(0o755)
+        logs = base / "logs"
+        make_tree(logs, files=20, seed=8)
+        scratch_parent = base / "tmp"
+        scratch_parent.mkdir()
+        scratch_parent.chmod(0o1777)
+        locked = logs / "dag_id=locked"
+        locked.mkdir(mode=0o700)
+        (locked / "a.log").write_text("x")
+        proc = subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "bash", "-c", sync(logs, 2), "log-migration"],
+                              input=KEYS, capture_output=True, text=True, timeout=60,
+                              env={**fake.env, "TMPDIR": str(scratch_parent)})
+        assert proc.returncode == 1, f"an unreadable dir fails the sync: {proc.stderr}"
+        assert "Permission denied" in proc.stderr and "cannot plan the sync" in proc.stderr, proc.stderr
+        assert fake.calls() == [], "no upload starts from a partial plan"
+        assert list(scratch_parent.iterdir()) == [], "the scratch dir is removed"
+    finally:
+        shutil.rmtree(base)
+
+
+# --- verify, against the stand-in s3cmd's `ls -r` ---------------------------------------------------
+
+def listing(bucket: str, objects: dict[str, int]) -> str:
+    return "".join(f"2026-01-01 00:00 {size:>12}  s3://{bucket}/{key}\n" for key, size in sorted(objects.items()))
+
+
+def verify_run(fake: FakeS3cmd, logs: Path, objects: dict[str, int]) -> subprocess.CompletedProcess:
+    listing_file = fake.root / "listing.txt"
+    listing_file.write_text(listing("logs.test", objects))
+    script = lm.verify_script(str(logs), "logs.test", "http://127.0.0.1:9", "dpe")
+    return fake.run(script, FAKE_S3CMD_LISTING=str(listing_file))
+
+
+def local_objects(logs: Path) -> dict[str, int]:
+    return {k: (logs / k).stat().st_size for k in regular_files(logs)}
+
+
+def test_verify_passes_and_prints_a_row_per_prefix(fake, tmp_path):
+    # `s3cmd ls` prints a key with a line break on two lines: no such name here (Airflow makes none)
+    logs = skewed_tree_with_hostile_names(tmp_path, newline=False)
+    objects = local_objects(logs)
+    objects["dag_id=written_by_k8s/run_id=x/task_id=y/attempt=1.log"] = 77  # only on the target
+    proc = verify_run(fake, logs, objects)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["prefix", "local"], f"a header first: {lines[0]}"
+    sched = tree_row(lines, "scheduler")
+    assert re.fullmatch(r"scheduler\s+(\d+)\s+(\d+)\s+\1\s+\2\s+0\s+0\s+0\s+ok", sched), sched
+    k8s = tree_row(lines, "dag_id=written_by_k8s")
+    assert re.fullmatch(r"dag_id=written_by_k8s\s+0\s+0\s+0\s+0\s+0\s+0\s+1\s+target only", k8s), \
+        f"a prefix only on the target is reported, not a failure: {k8s}"
+    assert tree_row(lines, "dag_id=x y;$(id)").endswith(" ok"), "hostile prefixes get their row"
+    assert tree_row(lines, "TOTAL").endswith(" ok")
+    assert lines[-1] == "not uploaded (as the runbook's s3cmd): 3 symlinks, 0 special files"
+    [call] = fake.calls()
+    assert call["positional"] == ["ls", "s3://logs.test/"] and "-r" in call["flags"]
+    assert not fake.marker.exists()
+
+
+def tree_row(lines: list[str], prefix: str) -> str:
+    return next(line for line in lines if line.startswith(prefix + " "))
+
+
+@pytest.mark.parametrize("change", ["missing", "short"])
+def test_verify_fails_and_names_the_prefix(fake, tmp_path, change):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=200, seed=9)
+    objects = local_objects(logs)
+    victim = sorted(k for k in objects if k.startswith("scheduler/"))[0]
+    if change == "missing":
+        del objects[victim]
+    else:
+        objects[victim] -= 1
+    proc = verify_run(fake, logs, objects)
+    assert proc.returncode == 1, "a missing or short object fails the verification"
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("scheduler "))
+    assert row.endswith("MISMATCH"), f"the table flags the prefix: {row}"
+    detail = "1 missing, 0 wrong size" if change == "missing" else "0 missing, 1 wrong size"
+    assert f"scheduler ({detail})" in proc.stderr, f"stderr names the prefix: {proc.stderr}"
+
+
+def test_verify_refuses_a_listing_it_cannot_parse(fake, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=20, seed=10)
+    listing_file = fake.root / "listing.txt"
+    listing_file.write_text(listing("logs.test", local_objects(logs)) + "WARNING: something odd\n")
+    script = lm.verify_script(str(logs), "logs.test", "http://127.0.0.1:9", "dpe")
+    proc = fake.run(script, FAKE_S3CMD_LISTING=str(listing_file))
+    assert proc.returncode == 1 and "cannot parse line" in proc.stderr, proc.stderr
+
+
+# --- stop the legacy services: stand-in puppet and systemctl -----------------------------------------
+
+FAKE_PUPPET = textwrap.dedent('''\
+    #!{python}
+    import json, os, sys
+    state = os.environ["FAKE_SVC_DIR"]
+    with open(os.path.join(state, "calls.jsonl"), "a") as log:
+        log.write(json.dumps({{"tool": "puppet", "argv": sys.argv[1:]}}) + "\\n")
+    args = sys.argv[1:]
+    if args[:2] == ["config", "print"] and args[2] == "agent_disabled_lockfile":
+        print(os.path.join(state, "agent_disabled.lock"))
+    elif args[:2] == ["config", "print"] and args[2] == "agent_catalog_run_lockfile":
+        print(os.path.join(state, "agent_catalog_run.lock"))
+    elif args[:2] == ["agent", "--disable"] and len(args) == 3:
+        with open(os.path.join(state, "agent_disabled.lock"), "w") as f:
+            json.dump({{"disabled_message": args[2]}}, f)
+    else:
+        sys.exit("fake puppet: unsupported %r" % args)
+''')
+
+FAKE_SYSTEMCTL = textwrap.dedent('''\
+    #!{python}
+    import fnmatch, json, os, sys
+    state = os.environ["FAKE_SVC_DIR"]
+    with open(os.path.join(state, "calls.jsonl"), "a") as log:
+        log.write(json.dumps({{"tool": "systemctl", "argv": sys.argv[1:]}}) + "\\n")
+    units_file = os.path.join(state, "units.json")
+    units = json.load(open(units_file))
+    args = sys.argv[1:]
+    patterns = [a for a in args[1:] if not a.startswith("-")]
+    matching = [u for u in sorted(units) if any(fnmatch.fnmatchcase(u, p) for p in patterns)]
+    if args[0] == "list-units":
+        for u in matching:
+            if units[u] in ("active", "stuck"):
+                print("%s loaded active running Airflow %s" % (u, u))
+    elif args[0] == "stop":
+        for u in matching:
+            if units[u] == "active":
+                units[u] = "inactive"
+        json.dump(units, open(units_file, "w"))
+    else:
+        sys.exit("fake systemctl: unsupported %r" % args)
+''')
+
+
+class FakeServices:
+    def __init__(self, root: Path, units: dict[str, str]):
+        self.root = root
+        bin_dir = root / "bin"
+        bin_dir.mkdir(parents=True)
+        for name, text in (("puppet", FAKE_PUPPET), ("systemctl", FAKE_SYSTEMCTL)):
+            (bin_dir / name).write_text(text.format(python=sys.executable))
+            (bin_dir / name).chmod(0o755)
+        (root / "units.json").write_text(json.dumps(units))
+        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_SVC_DIR": str(root), "HOME": str(root)}
+
+    def run(self, script: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", script, "stop-legacy"], capture_output=True, text=True,
+                              env=self.env, timeout=30, cwd=cwd, stdin=subprocess.DEVNULL)
+
+    def calls(self, tool: str | None = None) -> list[list[str]]:
+        path = self.root / "calls.jsonl"
+        calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [c["argv"] for c in calls if tool is None or c["tool"] == tool]
+
+    def units(self) -> dict[str, str]:
+        return json.loads((self.root / "units.json").read_text())
+
+    def reset_calls(self) -> None:
+        (self.root / "calls.jsonl").unlink(missing_ok=True)
+
+
+RUNNING = {"airflow-scheduler@search.service": "active", "airflow-webserver@search.service": "active",
+           "airflow-kerberos@search.service": "active", "airflow-dags-sync.service": "active",
+           "ssh.service": "active"}
+PATTERNS = ["airflow-webserver@*.service", "airflow-kerberos@*.service", "airflow-scheduler@*.service"]
+
+
+def test_stop_makes_the_runbook_calls_then_is_idempotent(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    script = lm.stop_legacy_script("search")
+    first = svc.run(script)
+    assert first.returncode == 0, first.stderr
+    assert ["agent", "--disable", "airflow scheduler migration to Kubernetes"] in svc.calls("puppet"), \
+        "puppet agent --disable with the runbook's reason, as one argument"
+    assert ["stop", *PATTERNS] in svc.calls("systemctl"), "systemctl stop with the runbook's three unit patterns"
+    assert svc.units() == {**RUNNING, "airflow-scheduler@search.service": "inactive",
+                           "airflow-webserver@search.service": "inactive",
+                           "airflow-kerberos@search.service": "inactive"}, "only the airflow units stopped"
+    assert first.stdout == ("airflow-search legacy services: puppet agent disabled; stopped "
+                            "airflow-kerberos@search.service airflow-scheduler@search.service "
+                            "airflow-webserver@search.service\n"), first.stdout
+    lock = json.loads((tmp_path / "svc" / "agent_disabled.lock").read_text())
+    assert lock == {"disabled_message": "airflow scheduler migration to Kubernetes"}
+
+    svc.reset_calls()
+    second = svc.run(script)
+    assert second.returncode == 0, second.stderr
+    assert not any(c[:2] == ["agent", "--disable"] for c in svc.calls("puppet")), "no second --disable"
+    assert not any(c[0] == "stop" for c in svc.calls("systemctl")), "nothing to stop the second time"
+    assert second.stdout == ("airflow-search legacy services: puppet agent was already disabled; "
+                             "none was running\n"), second.stdout
+
+
+def test_stop_keeps_another_operators_disable_reason(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    (tmp_path / "svc" / "agent_disabled.lock").write_text(json.dumps({"disabled_message": "T12345 kernel upgrade"}))
+    proc = svc.run(lm.stop_legacy_script("search"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "svc" / "agent_disabled.lock").read_text()) == \
+        {"disabled_message": "T12345 kernel upgrade"}, "the other reason is kept"
+    assert "already disabled" in proc.stdout
+
+
+def test_stop_passes_the_unit_patterns_unexpanded(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "airflow-scheduler@decoy.service").write_text("a file the shell glob would match")
+    proc = svc.run(lm.stop_legacy_script("search"), cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert ["stop", *PATTERNS] in svc.calls("systemctl"), "systemctl got the patterns, not the cwd's file names"
+
+
+def test_stop_fails_when_a_unit_stays_active(tmp_path):
+    svc = FakeServices(tmp_path / "svc", {**RUNNING, "airflow-scheduler@search.service": "stuck"})
+    proc = svc.run(lm.stop_legacy_script("search"))
+    assert proc.returncode == 1
+    assert "still active after systemctl stop: airflow-scheduler@search.service" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_stop_waits_for_a_puppet_run_in_progress(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    run = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "svc" / "agent_catalog_run.lock").write_text(f"{run.pid}")
+        proc = svc.run(lm.stop_legacy_script("search", run_wait_seconds=1))
+        assert proc.returncode == 1, "a run that does not end in time fails the step"
+        assert f"puppet agent run (pid {run.pid}) is still in progress" in proc.stderr, proc.stderr
+        assert not any(c[0] == "stop" for c in svc.calls("systemctl")), "services are not stopped under a running agent"
+    finally:
+        run.kill()
+        run.wait()
+    proc = svc.run(lm.stop_legacy_script("search", run_wait_seconds=1))  # now a stale lock: the pid is gone
+    assert proc.returncode == 0, proc.stderr
+    assert ["stop", *PATTERNS] in svc.calls("systemctl")
+
+
+@pytest.mark.parametrize("instance", ["Search", "x y", "-rf", "$(id)", ""])
+def test_stop_refuses_bad_instance_names(instance):
+    with pytest.raises(ValueError):
+        lm.stop_legacy_script(instance)
