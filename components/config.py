@@ -649,23 +649,24 @@ def _in_range(key: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def _unix_user(key: str, value: str) -> str:
-    if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
-        raise ConfigError(key, f"{value!r} is not a UNIX user name", "use lowercase letters, digits, '-' and '_'")
+def _must_match(key: str, value: str, pattern: str, problem: str, fix: str) -> str:
+    if not isinstance(value, str) or not re.match(pattern, value):
+        raise ConfigError(key, problem, fix)
     return value
+
+
+def _unix_user(key: str, value: str) -> str:
+    return _must_match(key, value, r"^[a-z_][a-z0-9_-]{0,31}$", f"{value!r} is not a UNIX user name", "use lowercase letters, digits, '-' and '_'")
 
 
 def _host_key(key: str, value: str) -> str:
     # the format `ssh-keyscan`/known_hosts use, without the host name
-    if not re.match(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$", value):
-        raise ConfigError(key, "is not an SSH host public key", "paste '<type> <base64>' from `ssh-keyscan -t ed25519 <host>`")
-    return value
+    return _must_match(key, value, r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$",
+                       "is not an SSH host public key", "paste '<type> <base64>' from `ssh-keyscan -t ed25519 <host>`")
 
 
 def _quantity(key: str, value: str) -> str:
-    if not re.match(r"^[1-9][0-9]*(Mi|Gi|Ti)$", value):
-        raise ConfigError(key, f"{value!r} is not a storage size", "use e.g. 15Gi")
-    return value
+    return _must_match(key, value, r"^[1-9][0-9]*(Mi|Gi|Ti)$", f"{value!r} is not a storage size", "use e.g. 15Gi")
 
 
 def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict[str, str]:
@@ -678,9 +679,8 @@ def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict
 
 
 def _image_tag(key: str, value: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$", value):
-        raise ConfigError(key, f"{value!r} is not an image tag", "use <tag> or <tag>@sha256:<64-hex digest>")
-    return value
+    return _must_match(key, value, r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$",
+                       f"{value!r} is not an image tag", "use <tag> or <tag>@sha256:<64-hex digest>")
 
 
 def _abs_path(key: str, value: str) -> str:

@@ -65,34 +65,29 @@ class AirflowInstance(pulumi.ComponentResource):
         private_extra: dict = {}
         logs_bucket = None
 
-        # --- phase scheduler onwards: S3 user and bucket for logs, Kerberos, log migration ---
-        if cfg.phase_at_least("scheduler"):
-            airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
-            airflow_user = RgwUser(
-                f"{name}-rgw-airflow",
+        def s3_user_and_bucket(user_name: str, uid: str, bucket_name: str, bucket: str, keys) -> RgwBucket:
+            """An RGW user holding the program's key pair, and its bucket through its provider."""
+            user = RgwUser(
+                user_name,
                 RgwUserArgs(
-                    uid=cfg.airflow_s3_user,
-                    display_name=cfg.airflow_s3_user,
-                    access_key=airflow_keys.access_key,
-                    secret_key=airflow_keys.secret_key,
-                    conn=rgw_conn,
-                    use_sudo=cfg.remote_sudo,
-                    timeout_minutes=cfg.command_timeout_minutes,
+                    uid=uid, display_name=uid, access_key=keys.access_key, secret_key=keys.secret_key,
+                    conn=rgw_conn, use_sudo=cfg.remote_sudo, timeout_minutes=cfg.command_timeout_minutes,
                 ),
                 opts=commands,
             )
-            logs_bucket = RgwBucket(
-                f"{name}-logs",
+            return RgwBucket(
+                bucket_name,
                 RgwBucketArgs(
-                    bucket=cfg.logs_bucket,
-                    endpoint=cfg.rgw_endpoint,
-                    region=cfg.rgw_region,
-                    access_key=airflow_keys.access_key,
-                    secret_key=airflow_keys.secret_key,
-                    depends_on=[airflow_user],
+                    bucket=bucket, endpoint=cfg.rgw_endpoint, region=cfg.rgw_region,
+                    access_key=keys.access_key, secret_key=keys.secret_key, depends_on=[user],
                 ),
                 opts=child,
             )
+
+        # --- phase scheduler onwards: S3 user and bucket for logs, Kerberos, log migration ---
+        if cfg.phase_at_least("scheduler"):
+            airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
+            logs_bucket = s3_user_and_bucket(f"{name}-rgw-airflow", cfg.airflow_s3_user, f"{name}-logs", cfg.logs_bucket, airflow_keys)
             keytab = KerberosKeytab(
                 f"{name}-kerberos",
                 KerberosKeytabArgs(
@@ -129,31 +124,7 @@ class AirflowInstance(pulumi.ComponentResource):
         database = None
         if cfg.phase_at_least("database-import"):
             pg_keys = generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
-            pg_user = RgwUser(
-                f"{name}-rgw-postgresql",
-                RgwUserArgs(
-                    uid=cfg.pg_s3_user,
-                    display_name=cfg.pg_s3_user,
-                    access_key=pg_keys.access_key,
-                    secret_key=pg_keys.secret_key,
-                    conn=rgw_conn,
-                    use_sudo=cfg.remote_sudo,
-                    timeout_minutes=cfg.command_timeout_minutes,
-                ),
-                opts=commands,
-            )
-            pg_bucket = RgwBucket(
-                f"{name}-postgresql-backups",
-                RgwBucketArgs(
-                    bucket=cfg.pg_bucket,
-                    endpoint=cfg.rgw_endpoint,
-                    region=cfg.rgw_region,
-                    access_key=pg_keys.access_key,
-                    secret_key=pg_keys.secret_key,
-                    depends_on=[pg_user],
-                ),
-                opts=child,
-            )
+            pg_bucket = s3_user_and_bucket(f"{name}-rgw-postgresql", cfg.pg_s3_user, f"{name}-postgresql-backups", cfg.pg_bucket, pg_keys)
             self.pg_bucket_credentials = pulumi.Output.secret(
                 pulumi.Output.all(pg_keys.access_key, pg_keys.secret_key).apply(
                     lambda ks: {"bucket": cfg.pg_bucket, "access_key": ks[0], "secret_key": ks[1]}
