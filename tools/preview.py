@@ -133,7 +133,7 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
             elif show_inputs and reg.type == RELEASE_TYPE:
                 summary = {k: reg.inputs.get(k) for k in ("name", "chart", "version", "namespace", "atomic", "timeout")}
                 summary["repositoryOpts"] = reg.inputs.get("repositoryOpts")
-                summary["secretValues"] = mockrun.secret_paths(reg.inputs.get("values", {}))
+                summary["secretValues"] = sorted(mockrun.secret_paths(reg.inputs.get("values", {})))
                 out.write(f"{'  ' * (depth + 1)}{json.dumps(mockrun.masked(summary), sort_keys=True)}\n")
             walk(reg.urn, depth + 1)
 
