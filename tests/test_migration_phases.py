@@ -286,3 +286,21 @@ def test_phase_change_keeps_the_release_and_namespace_identity(before, after):
 def test_the_cluster_ignores_bootstrap_changes_once_created():
     for phase in ("database-import", "database", "complete"):
         assert run_phase(phase).one(CLUSTER).ignore_changes == ["spec.bootstrap"]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_the_offline_preview_of_each_phase_renders(phase, tmp_path):
+    # exactly the README's command: ./dev preview -s search --set phase=... [--set-secret ...]
+    import io
+
+    from tools import preview
+
+    argv = ["-s", "search", "--set", f"phase={phase}", "--out", str(tmp_path)]
+    if phase in config.EXTERNAL_DB_PHASES:
+        argv += ["--set", "airflowChartVersion=0.0.120"]
+    if phase != "complete":
+        argv += ["--set-secret", "legacyDbPassword"]
+    out, err = io.StringIO(), io.StringIO()
+    assert preview.main(argv, stdout=out, stderr=err) == 0, err.getvalue()
+    assert (tmp_path / "helm" / "search-airflow-release.values.yaml").is_file()
+    assert f'phase: "{phase}"' in out.getvalue()
