@@ -19,20 +19,13 @@ from pulumi.runtime import mocks as pm
 
 from components import kerberos
 from tools import mockrun
+from tests.goldens import golden
 
-GOLDEN = Path(__file__).parent / "golden"
 REALM = "WIKIMEDIA"
 SEARCH = kerberos.principals("analytics-search", "airflow-search.discovery.wmnet", REALM)
 HOSTILE_RUNS_AS = ["a b;$(id)", "x`id`", "it's", 'q"uote', "semi;colon", "new\nline", "star*", "$HOME"]
 
 
-def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"golden file {path} is missing: run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file; rerun with UPDATE_GOLDEN=1 and review"
 
 
 def kadmin_calls(script: str) -> list[str]:

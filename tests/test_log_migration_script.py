@@ -33,8 +33,8 @@ import pytest
 from components import log_migration as lm
 from components import remote
 from tests.integration.fixtures_logtree import make_tree
+from tests.goldens import golden
 
-GOLDEN = Path(__file__).parent / "golden"
 ACCESS = "AKIAEXAMPLE000000001"
 SECRET = "sEcReTexample000000000000000000000000001"
 KEYS = f"{ACCESS}\n{SECRET}\n"
@@ -44,13 +44,6 @@ ENDPOINT = "https://rgw.eqiad.dpe.anycast.wmnet"
 HOSTILE_NAMES = ["x y;$(id)", "it's `id`", 'q"uote', "new\nline", "star*", "$HOME", "-rf", " lead", "trail "]
 
 
-def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"golden file {path} is missing: run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file; rerun with UPDATE_GOLDEN=1 and review"
 
 
 # --- stand-in s3cmd ----------------------------------------------------------------------------

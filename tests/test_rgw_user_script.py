@@ -24,20 +24,13 @@ import pytest
 
 from components import remote, rgw_user
 from tools import mockrun
+from tests.goldens import golden
 
-GOLDEN = Path(__file__).parent / "golden"
 ACCESS = "AKIAEXAMPLE000000001"  # 20 upper-case/digits, like pulumi-random's access keys
 SECRET = "sEcReTexample000000000000000000000000001"  # 40 alphanumerics
 HOSTILE_UIDS = ["x y;$(id)", "it's; `id` x", 'q"uote', "new\nline", "star*", "$HOME", "-rf"]
 
 
-def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"golden file {path} is missing: run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from its golden file; rerun with UPDATE_GOLDEN=1 and review"
 
 
 # --- a stand-in radosgw-admin --------------------------------------------------------------
