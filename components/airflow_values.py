@@ -18,7 +18,6 @@ tests); these functions never look inside them.
 
 from __future__ import annotations
 
-import copy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,24 +35,25 @@ def _layer(name: str) -> dict[str, Any]:
         return yaml.safe_load(fh) or {}
 
 
+def _copy(node: Any) -> Any:
+    # containers are copied, leaves shared: a secret leaf may be a pulumi.Output, which
+    # cannot be deep-copied, and the cached layers must never be mutated through a result
+    if isinstance(node, Mapping):
+        return {k: _copy(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_copy(v) for v in node]
+    return node
+
+
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Helm's coalescing of values files: mappings merge, everything else is replaced."""
-    out = copy.deepcopy(dict(base)) if not _has_opaque(base) else dict(base)
+    out = _copy(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = _copy(value)
     return out
-
-
-def _has_opaque(node: Any) -> bool:
-    # Outputs cannot be deep-copied; copy the structure and keep the leaves.
-    if isinstance(node, Mapping):
-        return any(_has_opaque(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_opaque(v) for v in node)
-    return not isinstance(node, (str, int, float, bool, type(None)))
 
 
 def private_values(
@@ -127,7 +127,7 @@ def common_values(cfg: InstanceConfig) -> dict[str, Any]:
 def hadoop_values(cfg: InstanceConfig) -> dict[str, Any]:
     if cfg.hadoop_cluster == "none":
         return {}
-    return copy.deepcopy(_layer(f"hadoop-{cfg.hadoop_cluster}"))
+    return _copy(_layer(f"hadoop-{cfg.hadoop_cluster}"))
 
 
 def _auth(cfg: InstanceConfig) -> dict[str, Any]:

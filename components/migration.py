@@ -35,10 +35,6 @@ class LogMigrationArgs:
     bucket: pulumi.Resource
 
 
-def key_stdin(access_key: pulumi.Input[str], secret_key: pulumi.Input[str]) -> pulumi.Output[str]:
-    return pulumi.Output.all(access_key, secret_key).apply(lambda ks: f"{ks[0]}\n{ks[1]}\n")
-
-
 class LogMigration(pulumi.ComponentResource):
     verified: command.remote.Command
 
@@ -47,7 +43,7 @@ class LogMigration(pulumi.ComponentResource):
         cfg = args.cfg
         assert cfg.legacy is not None
         endpoint = cfg.rgw_endpoint  # https://host: s3cmd host_base and https from it
-        keys = key_stdin(args.access_key, args.secret_key)
+        keys = remote.key_pair_stdin(args.access_key, args.secret_key)
         sync = log_migration.sync_script(cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region, SYNC_PARALLELISM)
 
         first = remote.remote_command(

@@ -34,6 +34,11 @@ class SshSettings:
     use_sudo: bool
 
 
+def key_pair_stdin(access_key: pulumi.Input[str], secret_key: pulumi.Input[str]) -> pulumi.Output[str]:
+    """stdin of the scripts that take an S3 key pair: the access key, then the secret key, one a line."""
+    return pulumi.Output.all(access_key, secret_key).apply(lambda ks: f"{ks[0]}\n{ks[1]}\n")
+
+
 def command_provider(name: str, parent: pulumi.Resource) -> command.Provider:
     return command.Provider(f"{name}-command", opts=pulumi.ResourceOptions(parent=parent))
 

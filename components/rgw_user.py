@@ -161,9 +161,7 @@ def rgw_user_delete_script(uid: str) -> str:
     return remote.header("RGW user, on delete: keep the user") + DELETE_SCRIPT.format(uid=shlex.quote(uid))
 
 
-def key_stdin(access_key: pulumi.Input[str], secret_key: pulumi.Input[str]) -> pulumi.Output[str]:
-    """The script's stdin: the access key, then the secret key, one a line."""
-    return pulumi.Output.all(access_key, secret_key).apply(lambda ks: f"{ks[0]}\n{ks[1]}\n")
+key_stdin = remote.key_pair_stdin  # the script's stdin: access key, then secret key
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,15 @@ def test_cli_unknown_revision_is_one_line():
     err = io.StringIO()
     assert preview_diff.main(["--base", "no-such-rev"], stdout=io.StringIO(), stderr=err) == 2
     assert err.getvalue() == "error: no git revision 'no-such-rev' to compare with\n"
+
+
+def test_gitlab_ci_runs_the_tests_and_previews_touched_stacks():
+    # GitLab itself cannot run here: check the file parses and calls commands that exist
+    import yaml
+
+    ci = yaml.safe_load(open(".gitlab-ci.yml"))
+    assert ci["test"]["script"] == ["bash .ci/run"]
+    preview_script = "\n".join(ci["pulumi-preview"]["script"])
+    assert "tools.touched_stacks --base" in preview_script and "pulumi preview --diff" in preview_script
+    assert "tools.preview_diff --base" in "\n".join(ci["offline-preview-diff"]["script"])
+    assert ci["variables"]["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
