@@ -2,10 +2,11 @@
 
 import pulumi
 
-from components import buckets, config, upgrades
+from components import buckets, config, requirements_check, upgrades
 from components.instance import AirflowInstance
 
-# Both raise a one-line ConfigError (a pulumi.RunError: no traceback) before any resource exists.
+requirements_check.require_pinned_environment()
+# All raise a one-line ConfigError (a pulumi.RunError: no traceback) before any resource exists.
 cfg, secrets = config.load()
 upgrades.check_stack_name(cfg, pulumi.get_stack())
 upgrades.check_canary_rule(cfg, pulumi.get_stack())

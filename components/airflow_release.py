@@ -43,8 +43,9 @@ class AirflowRelease(pulumi.ComponentResource):
             namespace=args.namespace,
             create_namespace=False,
             values=args.values,
-            # the WMF values use `~` to switch chart defaults off (e.g. op_ldap_role on test-k8s)
-            allow_null_values=True,
+            # The WMF values use `~` to switch chart defaults off (op_ldap_role on test-k8s).  No
+            # allow_null_values: deprecated since pulumi-kubernetes 4.30 (PR #4293, issue #2997);
+            # "null values in Helm chart values are preserved by default" (helm_release.go Check).
             atomic=True,
             cleanup_on_fail=True,
             timeout=args.timeout_seconds,

@@ -12,12 +12,17 @@ RunError's message without a traceback, and the offline preview does the same.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import pulumi
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 PROJECT = "airflow"
 
@@ -49,6 +54,7 @@ _LDAP_GROUP = re.compile(r"^[a-z][-a-z0-9_]*$")
 _PRINCIPAL_PRIMARY = re.compile(r"^[a-z][-a-z0-9_]*$")
 _REALM = re.compile(r"^[A-Z][A-Z0-9.-]*$")
 _FERNET = re.compile(r"^[A-Za-z0-9_-]{43}=$")
+_HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 # The longest derived name bounds the instance name: the S3 bucket
 # "postgresql-airflow-<instance>.<environment>" must fit in 63 characters, and the
@@ -183,7 +189,7 @@ KEYS: dict[str, Key] = {
     "xcomSidecarTag": Key("str", required=True, help="xcom sidecar image tag"),
     "serviceDomain": Key("str", required=True, help="internal service discovery domain"),
     "publicDomain": Key("str", required=True, help="public domain of the web UIs"),
-    "kubeconfigDir": Key("str", required=True, help="directory holding admin and deploy kubeconfigs"),
+    "kubeconfigDir": Key("str", required=True, help="directory holding the deploy kubeconfig airflow-<instance>-deploy-<env>.config"),
     "releaseTimeoutSeconds": Key("int", required=True, help="Helm release timeout in seconds"),
     "canaryStack": Key("str", required=True, help="the stack that takes every upgrade first"),
     "sshUser": Key("str", required=True, help="SSH user on the KDC and RGW admin hosts"),
@@ -203,7 +209,7 @@ KEYS: dict[str, Key] = {
     "extraRoleMappings": Key("object", help="extra LDAP group -> roles mappings"),
     "gatewayHost": Key("str", help="ingress gateway host label"),
     "extraFqdns": Key("list", help="public FQDNs of the web UI"),
-    "namespaceLabels": Key("object", help="extra labels on the Namespace"),
+    "namespaceLabels": Key("object", help="labels admin_ng must set on the Namespace besides the GeoIP ones geoip implies"),
     "geoip": Key("bool", help="mount the GeoIP database"),
     "extraValues": Key("object", help="extra airflow chart values, merged last"),
     "pgInstances": Key("int", help="CNPG instances (default 2)"),
@@ -398,10 +404,6 @@ class InstanceConfig:
     @property
     def pg_s3_user(self) -> str:
         return self.pg_service_name
-
-    @property
-    def admin_kubeconfig(self) -> str:
-        return f"{self.kubeconfig_dir}/admin-{self.environment}.config"
 
     @property
     def deploy_kubeconfig(self) -> str:
@@ -660,9 +662,31 @@ def _unix_user(key: str, value: str) -> str:
 
 
 def _host_key(key: str, value: str) -> str:
-    # the format `ssh-keyscan`/known_hosts use, without the host name
-    return _must_match(key, value, r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}$",
-                       "is not an SSH host public key", "paste '<type> <base64>' from `ssh-keyscan -t ed25519 <host>`")
+    """An SSH host public key the provider can parse, as ``<type> <base64>`` (``ssh-keyscan``).
+
+    pulumi-command parses ``hostKey`` with Go's ``ssh.ParseAuthorizedKey`` at ``up``
+    (pulumi-command v1.2.1 provider/pkg/provider/remote/connection.go L88-94), after the run has
+    started; here it is decoded up front: the base64, the algorithm name inside the blob (it must
+    match the prefix) and the key itself (``cryptography``'s OpenSSH parser checks the curve
+    point and length).  ``ssh-rsa`` is refused: the provider pins the host key algorithm to the
+    key's type, and ``ssh-rsa`` (SHA-1) signatures are off by default since OpenSSH 8.8.
+    """
+    fix = "paste '<type> <base64>' from `ssh-keyscan -t ed25519 <host>`"
+    if not isinstance(value, str) or "\n" in value or len(value) > 1024:
+        raise ConfigError(key, "is not an SSH host public key", fix)
+    parts = value.split(" ")
+    if len(parts) != 2 or parts[0] not in _HOST_KEY_TYPES:
+        raise ConfigError(key, "is not an SSH host public key of type " + "/".join(_HOST_KEY_TYPES), fix)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (name_len,) = struct.unpack(">I", blob[:4])
+        inner = blob[4:4 + name_len].decode("ascii")
+        if inner != parts[0]:
+            raise ValueError(f"blob says {inner}")
+        serialization.load_ssh_public_key(value.encode("ascii"))
+    except (ValueError, struct.error, UnicodeDecodeError, TypeError, binascii.Error, UnsupportedAlgorithm):
+        raise ConfigError(key, f"is not a valid {parts[0]} public key (its base64 does not decode to one)", fix) from None
+    return value
 
 
 def _quantity(key: str, value: str) -> str:

@@ -115,6 +115,37 @@ def external_clusters(cfg: InstanceConfig) -> list[dict[str, Any]] | None:
     return [entry]
 
 
+# --- awaiting the operator -------------------------------------------------------------
+# pulumi-kubernetes awaits a custom resource only when asked: without ``pulumi.com/waitFor`` a
+# CR is "ready" as soon as the API server stores it (provider/pkg/metadata/overrides.go
+# ``ReadyCondition``; PR https://github.com/pulumi/pulumi-kubernetes/pull/3134).  waitFor applies
+# on create and on update; ``pulumi.com/timeoutSeconds`` bounds it (a resource's customTimeouts
+# would win over it, overrides.go ``TimeoutDuration``; we set none on these).
+WAIT_FOR = "pulumi.com/waitFor"
+TIMEOUT_SECONDS = "pulumi.com/timeoutSeconds"
+POOLER_INSTANCES = 3
+
+# How long the Cluster may take to become Ready.  CloudNativePG sets the Ready condition only in
+# phase "Cluster in healthy state", after the bootstrap (here: the microservice import, the
+# <cluster>-1-import Job) and after every instance has joined (v1.27 cluster_controller.go,
+# pkg/resources/status/transactions.go SetClusterReadyCondition).  Sized from the instance's
+# data volume: pg_dump/pg_restore over the network at a pessimistic 10 MiB/s (~100 s/GiB; the
+# 2-core measurement moved 200 MB in 4-6 s, kerberos-postgres-study.md section 5), then the
+# replicas' pg_basebackup (~20 s/GiB), plus 30 min.  airflow-main (pgStorageSize 100Gi): 16,800 s
+# (4 h 40 min); search (30Gi): 5,400 s.
+READY_BASE_SECONDS = 1800
+READY_SECONDS_PER_GIB = 150
+
+
+def storage_gib(size: str) -> float:
+    number, unit = int(size[:-2]), size[-2:]
+    return number * {"Mi": 1 / 1024, "Gi": 1, "Ti": 1024}[unit]
+
+
+def cluster_ready_timeout_seconds(cfg: InstanceConfig) -> int:
+    return READY_BASE_SECONDS + int(storage_gib(cfg.pg_storage_size) * READY_SECONDS_PER_GIB)
+
+
 def cluster(cfg: InstanceConfig) -> dict[str, Any]:
     n = names(cfg)
     spec: dict[str, Any] = {
@@ -159,19 +190,35 @@ def cluster(cfg: InstanceConfig) -> dict[str, Any]:
     if clusters:
         spec["externalClusters"] = clusters
     meta = _meta(n["cluster"], cfg)
-    meta["annotations"] = {"prometheus.io/path": "/metrics", "prometheus.io/port": "9187", "prometheus.io/scrape": "true"}
+    meta["annotations"] = {
+        "prometheus.io/path": "/metrics", "prometheus.io/port": "9187", "prometheus.io/scrape": "true",
+        # `up` ends when the database is usable: after an import, only once it has finished
+        WAIT_FOR: "condition=Ready",
+        TIMEOUT_SECONDS: str(cluster_ready_timeout_seconds(cfg)),
+    }
     return {"apiVersion": CNPG_API, "kind": "Cluster", "metadata": meta, "spec": spec}
 
 
 def pooler(cfg: InstanceConfig) -> dict[str, Any]:
     n = names(cfg)
+    meta = _meta(n["pooler"], cfg)
+    # The Release needs the pooler's Service before its pods start (they read its service-link
+    # variables, wmf-charts.md 1.7).  CloudNativePG's Pooler has no conditions; status.instances
+    # is the pgbouncer Deployment's .status.replicas (v1.27 internal/controller/pooler_status.go
+    # updatePoolerStatus), and one reconcile pass creates the Deployment, then the Service named
+    # like the Pooler (pooler_update.go updateOwnedObjects, pkg/specs/pgbouncer/services.go).
+    # So all instances counted means both exist; the instance then reads that Service too.
+    meta["annotations"] = {
+        WAIT_FOR: f"jsonpath={{.status.instances}}={POOLER_INSTANCES}",
+        TIMEOUT_SECONDS: "600",
+    }
     return {
         "apiVersion": CNPG_API,
         "kind": "Pooler",
-        "metadata": _meta(n["pooler"], cfg),
+        "metadata": meta,
         "spec": {
             "cluster": {"name": n["cluster"]},
-            "instances": 3,
+            "instances": POOLER_INSTANCES,
             "type": "rw",
             "pgbouncer": {
                 "poolMode": "transaction",
@@ -279,12 +326,14 @@ class PostgresClusterArgs:
 class PostgresCluster(pulumi.ComponentResource):
     cluster: k8s.apiextensions.CustomResource
     pooler: k8s.apiextensions.CustomResource
+    pooler_service: k8s.core.v1.Service  # read: made by the operator, awaited through the Pooler
 
     def __init__(self, name: str, args: PostgresClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dpe:airflow:PostgresCluster", name, None, opts)
         cfg = args.cfg
         n = names(cfg)
-        child = pulumi.ResourceOptions(parent=self, provider=args.deploy_provider)
+        # every object waits for the preconditions (the admin_ng namespace) and the bucket
+        child = pulumi.ResourceOptions(parent=self, provider=args.deploy_provider, depends_on=list(args.depends_on))
 
         def meta(m: Mapping[str, Any]) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(**{_snake(k): v for k, v in m.items()})
@@ -297,7 +346,7 @@ class PostgresCluster(pulumi.ComponentResource):
                 "ACCESS_KEY_ID": pulumi.Output.secret(args.s3_access_key),
                 "ACCESS_SECRET_KEY": pulumi.Output.secret(args.s3_secret_key),
             },
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
+            opts=child,
         )
         ca = k8s.core.v1.Secret(
             f"{name}-ca-bundle",
@@ -307,7 +356,7 @@ class PostgresCluster(pulumi.ComponentResource):
             opts=child,
         )
         catalog = _custom(f"{name}-image-catalog", image_catalog(cfg), child)
-        cluster_deps: list[pulumi.Resource] = [creds, ca, catalog, *args.depends_on]
+        cluster_deps: list[pulumi.Resource] = [creds, ca, catalog]
         if cfg.phase == "database-import":
             import_meta = _meta(n["import_secret"], cfg)
             # a label, not an annotation: the operator watches labelled Secrets for changes
@@ -335,6 +384,14 @@ class PostgresCluster(pulumi.ComponentResource):
             ),
         )
         self.pooler = _custom(f"{name}-pooler", pooler(cfg), pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.cluster])))
+        # Read once the Pooler's wait is over: a missing Service fails the run here ("resource
+        # '<ns>/<name>' does not exist", pulumi/pulumi step.go ReadStep.Apply) instead of Airflow
+        # pods starting without its variables.  The operator owns it; Pulumi only reads it.
+        self.pooler_service = k8s.core.v1.Service.get(
+            f"{name}-pooler-service",
+            f"{cfg.namespace}/{n['pooler']}",
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.pooler])),
+        )
         _custom(f"{name}-scheduled-backup", scheduled_backup(cfg), pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.cluster])))
         for policy in network_policies(cfg):
             short = policy["metadata"]["name"].removeprefix(cfg.pg_service_name + "-")

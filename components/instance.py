@@ -19,7 +19,7 @@ from components.database import PostgresCluster, PostgresClusterArgs
 from components.kerberos import KerberosKeytab, KerberosKeytabArgs
 from components.migration import DatabaseVerification, DatabaseVerificationArgs, LogMigration, LogMigrationArgs
 from components.namespace import InstanceNamespace, NamespaceArgs
-from components.providers import kubernetes_providers
+from components.providers import deploy_provider
 from components.rgw_user import RgwUser, RgwUserArgs
 
 
@@ -31,18 +31,12 @@ class AirflowInstance(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: InstanceConfig, secrets: Secrets, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dpe:airflow:Instance", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        providers = kubernetes_providers(name, cfg, parent=self)
+        deploy = deploy_provider(name, cfg, parent=self)
 
-        ns = InstanceNamespace(
-            name,
-            NamespaceArgs(
-                namespace=cfg.namespace,
-                deploy_user=cfg.deploy_user,
-                labels=cfg.namespace_labels,
-                admin_provider=providers.admin,
-            ),
-            opts=child,
-        )
+        # admin_ng made the namespace; nothing below (no RGW user, bucket, keytab, log sync or
+        # legacy-host step) runs unless it exists as the instance needs it
+        ns = InstanceNamespace(name, NamespaceArgs(cfg=cfg, deploy_provider=deploy), opts=child)
+        precondition: list = [ns.checked]
 
         # --- generated secrets (protected: they must never change once created) ---
         # A migrated instance carries its legacy fernet and webserver keys in config.
@@ -61,7 +55,7 @@ class AirflowInstance(pulumi.ComponentResource):
         commands = pulumi.ResourceOptions(parent=self, providers=[remote.command_provider(name, self)])
         rgw_conn = remote.connection(ssh, cfg.rgw_admin_host, cfg.rgw_admin_host_key)
 
-        release_deps: list[pulumi.Resource] = [ns.role_binding]
+        release_deps: list = [*precondition]
         private_extra: dict = {}
         logs_bucket = None
 
@@ -72,6 +66,7 @@ class AirflowInstance(pulumi.ComponentResource):
                 RgwUserArgs(
                     uid=uid, display_name=uid, access_key=keys.access_key, secret_key=keys.secret_key,
                     conn=rgw_conn, use_sudo=cfg.remote_sudo, timeout_minutes=cfg.command_timeout_minutes,
+                    depends_on=precondition,
                 ),
                 opts=commands,
             )
@@ -79,7 +74,7 @@ class AirflowInstance(pulumi.ComponentResource):
                 bucket_name,
                 RgwBucketArgs(
                     bucket=bucket, endpoint=cfg.rgw_endpoint, region=cfg.rgw_region,
-                    access_key=keys.access_key, secret_key=keys.secret_key, depends_on=[user],
+                    access_key=keys.access_key, secret_key=keys.secret_key, depends_on=[*precondition, user],
                 ),
                 opts=child,
             )
@@ -96,6 +91,7 @@ class AirflowInstance(pulumi.ComponentResource):
                     conn=remote.connection(ssh, cfg.kdc_host, cfg.kdc_host_key),
                     use_sudo=cfg.remote_sudo,
                     timeout_minutes=cfg.command_timeout_minutes,
+                    depends_on=precondition,
                 ),
                 opts=commands,
             )
@@ -134,9 +130,9 @@ class AirflowInstance(pulumi.ComponentResource):
                 cfg=cfg,
                 s3_access_key=pg_keys.access_key,
                 s3_secret_key=pg_keys.secret_key,
-                deploy_provider=providers.deploy,
+                deploy_provider=deploy,
                 legacy_db_password=secrets.legacy_db_password,
-                depends_on=[ns.role_binding, pg_bucket],
+                depends_on=[*precondition, pg_bucket],
             )
         else:
             self.pg_bucket_credentials = None
@@ -155,12 +151,12 @@ class AirflowInstance(pulumi.ComponentResource):
             # private file; the program-managed secret paths are refused by config validation
             private = airflow_values.deep_merge(private, secrets.private_values)
         release_args = AirflowReleaseArgs(
-            namespace=ns.namespace.metadata.name,
+            namespace=cfg.namespace,
             chart_repository=cfg.chart_repository,
             chart_version=cfg.airflow_chart_version,
             values=airflow_values.airflow_values(cfg, private),
             timeout_seconds=cfg.release_timeout_seconds,
-            deploy_provider=providers.deploy,
+            deploy_provider=deploy,
             depends_on=release_deps,
         )
 
@@ -173,14 +169,14 @@ class AirflowInstance(pulumi.ComponentResource):
             pg = PostgresCluster(f"{name}-postgresql", database, opts=child)
             # the pooler Service must exist before Airflow pods start: they read its
             # service-link env var (wmf-charts.md 1.7)
-            deps = [*release_deps, pg.pooler]
+            deps = [*release_deps, pg.pooler_service]
             if cfg.legacy is not None and cfg.phase == "database":
                 check = DatabaseVerification(
                     f"{name}-db-verification",
                     DatabaseVerificationArgs(
                         cfg=cfg,
                         legacy_db_password=secrets.legacy_db_password,
-                        deploy_provider=providers.deploy,
+                        deploy_provider=deploy,
                         cluster=pg.cluster,
                     ),
                     opts=child,

@@ -194,8 +194,26 @@ if [[ "$missing" -ne 0 ]]; then
     exit 1
 fi
 
-base64 -w0 "$keytab"
+# the one secret on stdout, and the last thing the script does: pulumi-command puts stdout in its
+# error text when a command fails (pulumi-command v1.2.1 remote/commandOutputs.go L100-102), so
+# nothing may reach stdout before every check has passed
+encoded="$(base64 -w0 "$keytab")"
+printf '%s\n' "$encoded"
 """
+
+
+def kept_instructions(realm: str, principals: Sequence[str]) -> list[str]:
+    """What deleting the keytab Command leaves, and how an operator removes it by hand.
+
+    Printed on stderr by the delete command, and in the manual steps: pulumi-command shows a
+    delete's output only while it runs (or in the error if it fails), so the manual steps are
+    where it reliably reaches the operator."""
+    r = shlex.quote(realm)
+    return [
+        f"Kerberos principals are kept (realm {realm}); deleting one breaks every keytab that holds it.",
+        "Once no instance uses them, an operator may delete them on the KDC host by hand:",
+        *(f"  sudo kadmin.local -r {r} delprinc -force {shlex.quote(p)}" for p in principals),
+    ]
 
 
 def delete_script(realm: str, principals: Sequence[str]) -> str:
@@ -205,12 +223,7 @@ def delete_script(realm: str, principals: Sequence[str]) -> str:
     a deleted principal comes back only with new keys.  Removing them is an operator's call.
     """
     _check(realm, principals)
-    r = shlex.quote(realm)
-    lines = [
-        f"Kerberos principals are kept (realm {realm}); deleting one breaks every keytab that holds it.",
-        "Once no instance uses them, an operator may delete them on the KDC host by hand:",
-        *(f"  sudo kadmin.local -r {r} delprinc -force {shlex.quote(p)}" for p in principals),
-    ]
+    lines = kept_instructions(realm, principals)
     return remote.header(f"Kerberos principals in realm {realm}: kept on delete") + (
         "printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) + " >&2\n"
     )
@@ -223,6 +236,8 @@ class KerberosKeytabArgs:
     conn: command.remote.ConnectionArgs
     use_sudo: bool
     timeout_minutes: int = 10
+    # the preconditions (the admin_ng namespace): nothing runs on the remote host before them
+    depends_on: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
 
 class KerberosKeytab(pulumi.ComponentResource):
@@ -246,6 +261,7 @@ class KerberosKeytab(pulumi.ComponentResource):
             timeout_minutes=args.timeout_minutes,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=list(args.depends_on),
                 # losing this resource would lose the keytab the instance runs with
                 protect=True,
                 delete_before_replace=True,

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
+from components import kerberos, rgw_user
 from components.config import InstanceConfig
+from components.namespace import ADMIN_NG_STEP, admin_ng_entry
 
 DEPLOYMENT_CHARTS = "operations/deployment-charts"
 PUPPET_PRIVATE = "puppet private repository (/srv/git/private on the puppetserver)"
@@ -41,10 +43,13 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
             ),
         },
         {
-            "step": "admin_ng namespace entry (deploy ClusterRole and TLS certificate SANs)",
+            "step": f"{ADMIN_NG_STEP} (namespace, labels, deploy ClusterRole, TLS certificate SANs)",
             "where": f"{DEPLOYMENT_CHARTS}: helmfile.d/admin_ng/values/{cfg.environment}/values.yaml",
             "key": f"namespaces.{ns}",
-            "snippet": _yaml({"namespaces": {ns: {"deployClusterRole": "deploy-airflow", "tlsExtraSANs": list(cfg.extra_fqdns)}}}),
+            # the namespace, its labels and the deploy RoleBinding: this program only reads them
+            "snippet": _yaml({"namespaces": {ns: admin_ng_entry(cfg)}})
+            + f"then deploy admin_ng: helmfile -e {cfg.environment} -i apply (helmfile.d/admin_ng); "
+            + "`pulumi up` stops before changing anything until this namespace exists with these labels",
         },
         {
             "step": "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",
@@ -112,7 +117,33 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
                 }
             ),
         })
-    return steps + legacy_steps(cfg)
+    return steps + legacy_steps(cfg) + retirement_steps(cfg)
+
+
+def retirement_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
+    """What ``pulumi destroy`` keeps, and how to remove it by hand once the instance is retired.
+
+    The delete commands of the RGW user and keytab Commands print the same on stderr, but
+    pulumi-command shows a delete's output only while it runs (pulumi-command v1.2.1
+    remote/commandController.go Delete; the output reaches the user only in a failure's error).
+    """
+    lines: list[str] = [
+        "Only when the instance is retired for good; `pulumi destroy` deletes none of these (protected, retained).",
+        f"Buckets are retained: {cfg.logs_bucket}" + (f", {cfg.pg_bucket}" if cfg.phase_at_least("database-import") else ""),
+    ]
+    if cfg.phase_at_least("scheduler"):
+        lines += rgw_user.kept_instructions(cfg.airflow_s3_user)
+        lines += kerberos.kept_instructions(cfg.kerberos_realm, kerberos.principals(cfg.runs_as_user, cfg.service_fqdn, cfg.kerberos_realm))
+    if cfg.phase_at_least("database-import"):
+        lines += rgw_user.kept_instructions(cfg.pg_s3_user)
+    if not cfg.phase_at_least("scheduler"):
+        return []
+    return [{
+        "step": "Retiring the instance: what stays after `pulumi destroy`",
+        "where": f"{cfg.rgw_admin_host} and {cfg.kdc_host}",
+        "key": f"{cfg.airflow_s3_user}, {cfg.pg_s3_user}, principals of {cfg.service_fqdn}",
+        "snippet": "\n".join(lines),
+    }]
 
 
 def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:

@@ -189,7 +189,8 @@ class DatabaseVerification(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseVerificationArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dpe:airflow:DatabaseVerification", name, None, opts)
         cfg = args.cfg
-        child = pulumi.ResourceOptions(parent=self, provider=args.deploy_provider)
+        # nothing of the check exists before the Cluster it compares is Ready (awaited)
+        child = pulumi.ResourceOptions(parent=self, provider=args.deploy_provider, depends_on=[args.cluster])
         manifest = verify_job(cfg)
         source = k8s.core.v1.Secret(
             f"{name}-source-password",
@@ -202,8 +203,11 @@ class DatabaseVerification(pulumi.ComponentResource):
             database._custom(f"{name}-netpol-{p['metadata']['name'].rsplit('-', 1)[-1]}", p, child)
             for p in verify_job_policies(cfg)
         ]
-        # Pulumi awaits a Job until it succeeds and fails the update if it fails
-        # (pulumi-kubernetes Job await logic), which is exactly the gate we want.
+        # The built-in Job await is the gate: pulumi-kubernetes waits for the Job's Complete=True
+        # condition and fails fast on Failed=True with reason BackoffLimitExceeded or
+        # DeadlineExceeded (provider/pkg/await/job.go, checker/job/check.go); backoffLimit 0
+        # makes a failed check exactly that.  The Cluster it depends on is awaited Ready
+        # (pulumi.com/waitFor in database.cluster), so the check never runs on a running import.
         self.job = k8s.batch.v1.Job(
             f"{name}-job",
             metadata=k8s.meta.v1.ObjectMetaArgs(**manifest["metadata"]),
@@ -211,7 +215,7 @@ class DatabaseVerification(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
-                    depends_on=[source, args.cluster, *policies],
+                    depends_on=[source, *policies],
                     custom_timeouts=pulumi.CustomTimeouts(create="60m", update="60m"),
                     # a changed script or image re-runs the check
                     replace_on_changes=["spec"],

@@ -1,16 +1,14 @@
-"""Explicit Kubernetes providers, least privilege as on the platform.
+"""The instance's one Kubernetes provider: its deploy kubeconfig, bound to its namespace.
 
-* ``admin``: the cluster admin kubeconfig, used only for what a namespace's deploy user
-  cannot do (the Namespace and its RoleBinding).
-* ``deploy``: the instance's own deploy kubeconfig (the one helmfile uses), bound to the
-  namespace, for everything inside it.
-
-Never the ambient default provider: a resource without one of these is a bug the tests catch.
+``/etc/kubernetes/airflow-<instance>-deploy-<env>.config`` is the file helmfile uses; puppet
+writes it once the manual step "Kubernetes read and deploy users" is done.  Its user is bound
+to ClusterRole ``deploy-airflow`` in the namespace only (admin_ng's RoleBinding ``deploy``), which
+is everything this program needs: it creates nothing cluster-wide and reads its own Namespace
+(components/namespace.py).  No admin kubeconfig, and never the ambient default provider: a
+resource without this provider is a bug the tests catch.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,22 +16,10 @@ import pulumi_kubernetes as k8s
 from components.config import InstanceConfig
 
 
-@dataclass(frozen=True)
-class KubernetesProviders:
-    admin: k8s.Provider
-    deploy: k8s.Provider
-
-
-def kubernetes_providers(name: str, cfg: InstanceConfig, parent: pulumi.Resource) -> KubernetesProviders:
-    admin = k8s.Provider(
-        f"{name}-k8s-admin",
-        kubeconfig=cfg.admin_kubeconfig,
-        opts=pulumi.ResourceOptions(parent=parent),
-    )
-    deploy = k8s.Provider(
+def deploy_provider(name: str, cfg: InstanceConfig, parent: pulumi.Resource) -> k8s.Provider:
+    return k8s.Provider(
         f"{name}-k8s-deploy",
         kubeconfig=cfg.deploy_kubeconfig,
         namespace=cfg.namespace,
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    return KubernetesProviders(admin=admin, deploy=deploy)

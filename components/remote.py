@@ -7,12 +7,27 @@ module turns a script into a ``command.remote.Command`` with the platform's hygi
 * the host key is pinned (pulumi-command otherwise uses InsecureIgnoreHostKey,
   https://github.com/pulumi/pulumi-command/issues/755), with an explicit dial timeout and
   retry limit (https://github.com/pulumi/pulumi-command/issues/199) and custom timeouts;
+* **a remote ``timeout`` bounds every command.**  In pulumi-command 1.2.1 the operation's
+  deadline (custom timeouts, Ctrl-C) reaches only the dial retry loop
+  (provider/pkg/provider/remote/connection.go ``dialWithRetry`` L150-187): ``session.Run``
+  never looks at the context and the session is never closed or signalled
+  (remote/commandOutputs.go L95).  A hung ``kadmin.local`` would hold ``pulumi up`` and the
+  stack lock forever.  So the command is ``timeout --kill-after=K S <script>``, S matching the
+  custom timeout: GNU timeout runs in its own process group and signals the whole group
+  (TERM, then KILL after K), so nothing of the step survives it, and it runs inside ``sudo``
+  so it may signal the root processes;
 * secrets reach the script on **stdin** only: never in the script text (argv on the remote
-  host) and never in ``environment`` (which sshd drops without AcceptEnv);
-* a Command that touches a secret logs nothing and marks stdout/stderr secret
+  host, and the provider's error text: ``fmt.Errorf("%w: running %q:\n%s", err, cmd, output)``,
+  remote/commandOutputs.go L100-102, whatever ``logging`` says) and never in ``environment``
+  (which sshd drops without AcceptEnv);
+* **stderr is the log, stdout the one secret channel.**  Every Command logs stderr only
+  (``logging: stderr``); no script writes a secret to stderr (tests/test_remote_commands.py and
+  the integration leak scan), and a script that returns a secret prints it on stdout as its
+  last statement, so a failing command has nothing secret in the combined output the error
+  carries.  Commands touching secrets mark stdout and stderr secret
   (https://github.com/pulumi/pulumi-command/issues/401, #134);
-* privileged scripts run as ``sudo -n /bin/bash -c '<script>'`` so stdin passes through
-  sudo to the script and no secret is ever on a command line.
+* privileged scripts run as ``sudo -n timeout ... /bin/bash -c '<script>'`` so stdin passes
+  through sudo to the script and no secret is ever on a command line.
 """
 
 from __future__ import annotations
@@ -55,14 +70,26 @@ def connection(ssh: SshSettings, host: str, host_key: str) -> command.remote.Con
     )
 
 
-def wrap(script: str, use_sudo: bool, name: str) -> str:
+KILL_AFTER_SECONDS = 30  # after the TERM, what a step gets to clean up before KILL
+TIMED_OUT = (124, 137)  # GNU timeout: the command timed out (TERM), or had to be KILLed
+
+
+def wrap(script: str, use_sudo: bool, name: str, timeout_seconds: int,
+         kill_after_seconds: int = KILL_AFTER_SECONDS) -> str:
     """The command line the Command runs for ``script`` (which itself is run verbatim).
 
     Always bash (the scripts use bash features; the remote login shell may be another), and
-    ``$0`` is the step's name so diagnostics say which step failed.
+    ``$0`` is the step's name so diagnostics say which step failed.  The line itself is POSIX
+    sh (it is what the login shell runs): a timed-out step ends with one line on stderr.
     """
-    line = f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}"
-    return f"sudo -n {line}" if use_sudo else line
+    bounded = (f"timeout --kill-after={kill_after_seconds}s {timeout_seconds}s "
+               f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}")
+    line = f"sudo -n {bounded}" if use_sudo else bounded
+    message = shlex.quote(f"{name}: timed out after {timeout_seconds} s on the remote host; "
+                          f"the step was killed with everything it started")
+    return (f"{line}; rc=$?; "
+            f"if [ \"$rc\" -eq {TIMED_OUT[0]} ] || [ \"$rc\" -eq {TIMED_OUT[1]} ]; then "
+            f"printf '%s\\n' {message} >&2; fi; exit \"$rc\"")
 
 
 def remote_command(
@@ -79,9 +106,14 @@ def remote_command(
     opts: pulumi.ResourceOptions,
 ) -> command.remote.Command:
     """A remote Command with the hygiene above; ``opts`` must carry the parent."""
+    seconds = timeout_minutes * 60
     options = pulumi.ResourceOptions(
+        # the engine's deadline, and the remote one: a little longer, so the remote kill and its
+        # one-line reason come back before the engine gives up on the step
         custom_timeouts=pulumi.CustomTimeouts(
-            create=f"{timeout_minutes}m", update=f"{timeout_minutes}m", delete=f"{timeout_minutes}m"
+            create=f"{seconds + KILL_AFTER_SECONDS + 60}s",
+            update=f"{seconds + KILL_AFTER_SECONDS + 60}s",
+            delete=f"{seconds + KILL_AFTER_SECONDS + 60}s",
         ),
     )
     if touches_secrets:
@@ -91,10 +123,11 @@ def remote_command(
     return command.remote.Command(
         name,
         connection=conn,
-        create=wrap(script, use_sudo, name),
-        delete=wrap(delete_script, use_sudo, name) if delete_script else None,
+        create=wrap(script, use_sudo, name, seconds),
+        delete=wrap(delete_script, use_sudo, name, seconds) if delete_script else None,
         stdin=pulumi.Output.secret(stdin) if (stdin is not None and touches_secrets) else stdin,
-        logging=command.remote.Logging.NONE if touches_secrets else command.remote.Logging.STDOUT_AND_STDERR,
+        # stderr is progress and the delete-time instructions, never a secret; stdout may be one
+        logging=command.remote.Logging.STDERR,
         # the previous stdout may be secret; never hand it to the next run's environment
         add_previous_output_in_env=False,
         triggers=list(triggers) if triggers else None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Sequence
 
 import pulumi
 import pulumi_command as command
@@ -156,6 +157,14 @@ def rgw_user_script(uid: str, display_name: str) -> str:
     )
 
 
+def kept_instructions(uid: str) -> list[str]:
+    """What deleting the RGW user Command leaves (the user and its data), and the manual removal."""
+    return [
+        f"RGW user {uid} and its data are kept (data-bearing). To delete them by hand, on the RGW admin host:",
+        f"  sudo radosgw-admin user rm --uid={shlex.quote(uid)} --purge-data",
+    ]
+
+
 def rgw_user_delete_script(uid: str) -> str:
     """Deleting the resource deletes nothing: it prints the manual command on stderr."""
     return remote.header("RGW user, on delete: keep the user") + DELETE_SCRIPT.format(uid=shlex.quote(uid))
@@ -173,6 +182,8 @@ class RgwUserArgs:
     conn: command.remote.ConnectionArgs
     use_sudo: bool
     timeout_minutes: int = 10
+    # the preconditions (the admin_ng namespace): nothing runs on the remote host before them
+    depends_on: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
 
 class RgwUser(pulumi.ComponentResource):
@@ -195,6 +206,7 @@ class RgwUser(pulumi.ComponentResource):
             timeout_minutes=args.timeout_minutes,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=list(args.depends_on),
                 protect=True,
                 # create and delete act on the same uid: never let a replacement's delete run
                 # after the new create (https://github.com/pulumi/pulumi-command/issues/855)

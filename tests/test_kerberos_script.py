@@ -218,7 +218,7 @@ def render_keytab(use_sudo: bool = True):
                 realm=REALM,
                 principals=SEARCH,
                 conn=command.remote.ConnectionArgs(host="krb1001.eqiad.wmnet", user="deploy",
-                                                   private_key=pulumi.Output.secret("KEY"), host_key="ssh-ed25519 AAAA"),
+                                                   private_key=pulumi.Output.secret("KEY"), host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaQlgHMVkTqY0HnPm1i8y5/TKASgAzqhyhQwFNnQYnU"),
                 use_sudo=use_sudo,
                 timeout_minutes=7,
             ),

@@ -280,7 +280,7 @@ def render_user(use_sudo: bool = True) -> mockrun.RecordingMonitor:
                 access_key=pulumi.Output.secret(ACCESS),
                 secret_key=pulumi.Output.secret(SECRET),
                 conn=command.remote.ConnectionArgs(host="cephosd1001.eqiad.wmnet", user="deploy",
-                                                   private_key=pulumi.Output.secret("KEY"), host_key="ssh-ed25519 AAAA"),
+                                                   private_key=pulumi.Output.secret("KEY"), host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaQlgHMVkTqY0HnPm1i8y5/TKASgAzqhyhQwFNnQYnU"),
                 use_sudo=use_sudo,
                 timeout_minutes=7,
             ),

@@ -123,6 +123,11 @@ class Registration:
     property_dependencies: dict[str, list[str]]
     custom_timeouts: dict[str, str]
     remote: bool
+    read_id: str = ""  # set for a read of an existing object (``Resource.get``): not managed
+
+    @property
+    def read(self) -> bool:
+        return bool(self.read_id)
 
     @property
     def explicit_depends_on(self) -> list[str]:
@@ -209,6 +214,31 @@ class RecordingMonitor(pm.MockMonitor):
         self.order.append(response.urn)
         return response
 
+    def ReadResource(self, request):
+        response = super().ReadResource(request)
+        self.registrations[response.urn] = Registration(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            custom=True,
+            parent=request.parent,
+            provider=request.provider,
+            inputs=_from_struct_value(json_format.MessageToDict(request.properties)),
+            protect=False,
+            retain_on_delete=False,
+            delete_before_replace=False,
+            ignore_changes=[],
+            replace_on_changes=[],
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            dependencies=list(request.dependencies),
+            property_dependencies={},
+            custom_timeouts={},
+            remote=False,
+            read_id=request.id,
+        )
+        self.order.append(response.urn)
+        return response
+
     def RegisterResourceOutputs(self, request):
         self.outputs[request.urn] = _from_struct_value(json_format.MessageToDict(request.outputs))
         return super().RegisterResourceOutputs(request)
@@ -251,8 +281,14 @@ def run_program(
     program: Callable[[], Any] | None = None,
     mocks: pm.Mocks | None = None,
 ) -> Run:
-    """Run ``program`` (default: ``__main__.py``) under mocks; exceptions are returned, not raised."""
-    mocks = Mocks() if mocks is None else mocks
+    """Run ``program`` (default: ``__main__.py``) under mocks; exceptions are returned, not raised.
+
+    The default mocks are the live-platform model of a brand-new instance after its admin_ng
+    step (tools/platform_model.py): what a first ``pulumi up`` meets."""
+    if mocks is None:
+        from tools import platform_model  # imports this module
+
+        mocks = platform_model.new_instance_after_admin_ng()
     monitor = RecordingMonitor(mocks)
     pm.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     # Let run_in_stack create and finish the Stack, as the language host does; it must
@@ -266,5 +302,5 @@ def run_program(
     try:
         _sync_await(run_in_stack(program or default_program))
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
-        return Run(monitor, exc)
-    return Run(monitor)
+        return Run(monitor, exc, {"mocks": mocks})
+    return Run(monitor, None, {"mocks": mocks})

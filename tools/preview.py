@@ -124,9 +124,12 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
 
     def walk(parent: str, depth: int) -> None:
         for reg in children.get(parent, []):
-            mark = "+" if reg.custom else "*"
+            # as `pulumi preview` marks steps: + create, > read (an existing object, not managed)
+            mark = ">" if reg.read else "+" if reg.custom else "*"
             out.write(f"{'  ' * depth}{mark} {reg.type} {reg.name}{_options(reg, names)}\n")
-            if show_inputs and reg.custom and reg.type != RELEASE_TYPE:
+            if show_inputs and reg.read:
+                out.write(f"{'  ' * (depth + 1)}{json.dumps({'id': reg.read_id})}\n")
+            elif show_inputs and reg.custom and reg.type != RELEASE_TYPE:
                 shown = {k: v for k, v in reg.inputs.items() if k not in ("create", "update", "delete")}
                 text = json.dumps(mockrun.masked(shown), sort_keys=True)
                 out.write(f"{'  ' * (depth + 1)}{text}\n")
@@ -152,8 +155,9 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
     if steps:
         out.write("Manual steps (systems this program cannot reach):\n")
         out.write(render_text(steps))
-    custom = [r for r in mon.registered() if r.custom and not r.type.startswith(PROVIDER_PREFIX)]
+    custom = [r for r in mon.registered() if r.custom and not r.read and not r.type.startswith(PROVIDER_PREFIX)]
     out.write(f"Resources: {len(mon.registered())} ({len(custom)} managed, "
+              f"{sum(1 for r in mon.registered() if r.read)} read, "
               f"{sum(1 for r in mon.registered() if r.type.startswith(PROVIDER_PREFIX))} providers, "
               f"{sum(1 for r in mon.registered() if not r.custom)} components)\n")
 
@@ -167,7 +171,7 @@ def write_out(run: mockrun.Run, out_dir: Path) -> list[Path]:
     script per Command.  Secrets are the fixed placeholder."""
     written: list[Path] = []
     for reg in run.monitor.registered():
-        if not reg.custom or reg.type.startswith(PROVIDER_PREFIX):
+        if not reg.custom or reg.read or reg.type.startswith(PROVIDER_PREFIX):
             continue
         if reg.type == RELEASE_TYPE:
             path = out_dir / "helm" / f"{_safe_filename(reg.name)}.values.yaml"
