@@ -35,6 +35,15 @@ def run_stack(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[s
     return mockrun.run_program("airflow", stack, config, secret_keys)
 
 
+def stack_cfg(stack: str, overrides: dict[str, Any] | None = None):
+    """The validated config model of a stack (secrets as placeholders)."""
+    from components import config as c
+
+    config, secret_keys = stack_config(stack, overrides)
+    cfg, _ = c.load(config, is_secret=lambda k: k in secret_keys, read_secret=lambda k: "x")
+    return cfg
+
+
 _CACHE: dict[str, mockrun.Run] = {}
 
 

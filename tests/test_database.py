@@ -513,10 +513,33 @@ def test_scheduled_backup_targets_the_cluster_daily_at_midnight(stack):
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_airflow_release_waits_for_the_pooler(stack):
+def test_airflow_release_waits_for_the_awaited_pooler_and_reads_its_service(stack):
     # Airflow pods read the pooler Service's link env vars at start (wmf-charts.md 1.7)
-    release = rendered(stack).one(RELEASE_TYPE)
-    assert cnpg_object(stack, "Pooler").urn in release.explicit_depends_on
+    mon = rendered(stack)
+    release = mon.one(RELEASE_TYPE)
+    service = mon.named(f"{stack}-postgresql-pooler-service")
+    assert service.read and service.read_id == f"airflow-{stack}/postgresql-airflow-{stack}-pooler-rw"
+    assert service.urn in release.explicit_depends_on, "the release must wait for the pooler's Service"
+    pooler = cnpg_object(stack, "Pooler")
+    assert pooler.urn in service.dependencies, "the Service is read only once the Pooler's wait is over"
+    annotations = pooler.inputs["metadata"]["annotations"]
+    assert annotations["pulumi.com/waitFor"] == f"jsonpath={{.status.instances}}={pooler.inputs['spec']['instances']}"
+    assert 0 < int(annotations["pulumi.com/timeoutSeconds"]) <= 3600
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_cluster_is_awaited_ready_with_a_timeout_sized_for_its_data(stack):
+    cluster = cnpg_object(stack, "Cluster")
+    annotations = cluster.inputs["metadata"]["annotations"]
+    assert annotations["pulumi.com/waitFor"] == "condition=Ready", "pulumi-kubernetes awaits a CR only when asked"
+    assert not cluster.custom_timeouts, "customTimeouts would override pulumi.com/timeoutSeconds"
+    size = database.storage_gib(cluster.inputs["spec"]["storage"]["size"])
+    assert int(annotations["pulumi.com/timeoutSeconds"]) == 1800 + int(size * 150)
+
+
+def test_the_largest_instance_gets_hours_for_its_import():
+    cluster = run_stack("main").monitor.one("kubernetes:postgresql.cnpg.io/v1:Cluster")
+    assert cluster.inputs["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == "16800"  # 100Gi: 4 h 40 min
 
 
 # --- core objects and core fragments against the Kubernetes schema -----------------------

@@ -270,7 +270,8 @@ def protected(mon):
 @pytest.mark.parametrize("before, after", list(zip(PHASES, PHASES[1:])) + [(PHASES[0], PHASES[-1])])
 def test_phase_change_never_removes_or_replaces_protected_data(before, after):
     old, new = protected(run_phase(before)), protected(run_phase(after))
-    assert old, f"phase {before} should already protect something"
+    # webserver owns no data yet: the namespace is admin_ng's (read), the legacy keys come from config
+    assert bool(old) == (before != "webserver"), f"phase {before}: protected resources {sorted(old)}"
     for urn, reg in old.items():
         assert urn in new, f"{before} -> {after} would delete protected {reg.type} {reg.name}"
         assert replacement_inputs(new[urn]) == replacement_inputs(reg), f"{before} -> {after} would replace {reg.name}"

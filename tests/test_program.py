@@ -50,8 +50,9 @@ def test_resource_set_of_search():
         "dpe:airflow:Instance": 1, "dpe:airflow:Namespace": 1, "dpe:airflow:Release": 1,
         "dpe:airflow:RgwUser": 2, "dpe:airflow:RgwBucket": 2, "dpe:airflow:KerberosKeytab": 1,
         "dpe:airflow:PostgresCluster": 1,
-        "pulumi:providers:kubernetes": 2, "pulumi:providers:aws": 2, "pulumi:providers:random": 1, "pulumi:providers:command": 1,
-        "kubernetes:core/v1:Namespace": 1, "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": 1,
+        "pulumi:providers:kubernetes": 1, "pulumi:providers:aws": 2, "pulumi:providers:random": 1, "pulumi:providers:command": 1,
+        # reads: the admin_ng namespace and the operator's pooler Service
+        "kubernetes:core/v1:Namespace": 1, "kubernetes:core/v1:Service": 1,
         "kubernetes:helm.sh/v3:Release": 1,
         "random:index/randomPassword:RandomPassword": 4,  # two S3 key pairs (search carries its legacy fernet/webserver keys)
         "command:remote:Command": 3,

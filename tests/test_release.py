@@ -24,7 +24,8 @@ def test_release_waits_with_a_finite_timeout_and_is_atomic(stack):
     assert rel.inputs["atomic"] is True
     assert rel.inputs.get("skipAwait") in (None, False)
     assert 0 < rel.inputs["timeout"] <= 3600
-    assert rel.inputs["allowNullValues"] is True
+    # deprecated and without effect since pulumi-kubernetes 4.30 (nulls are kept anyway)
+    assert "allowNullValues" not in rel.inputs
 
 
 def test_release_timeout_and_chart_version_come_from_config():
@@ -34,11 +35,10 @@ def test_release_timeout_and_chart_version_come_from_config():
     assert rel.inputs["timeout"] == 600 and rel.inputs["version"] == "0.0.178"
 
 
-def test_release_uses_the_deploy_provider_and_waits_for_the_rolebinding():
+def test_release_uses_the_deploy_provider_and_waits_for_the_namespace_check():
     mon = rendered("search")
     rel = mon.one(RELEASE)
     assert "search-k8s-deploy" in rel.provider
-    rb = mon.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
-    assert rb.urn in rel.explicit_depends_on, "the release must wait for the deploy user's RoleBinding"
     ns = mon.one("kubernetes:core/v1:Namespace")
-    assert ns.urn in rel.property_dependencies["namespace"]
+    assert ns.read and ns.urn in rel.explicit_depends_on, "the release must wait for the admin_ng namespace"
+    assert rel.inputs["namespace"] == "airflow-search"

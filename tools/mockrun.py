@@ -11,6 +11,7 @@ Not an engine: there is no state, no diff and no provider; it renders the desire
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import runpy
@@ -303,4 +304,24 @@ def run_program(
         _sync_await(run_in_stack(program or default_program))
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
         return Run(monitor, exc, {"mocks": mocks})
+    finally:
+        _forget_leftovers()
     return Run(monitor, None, {"mocks": mocks})
+
+
+def _forget_leftovers() -> None:
+    """After a failed run, tasks of its Outputs may still wait (on a read that failed, say).
+
+    The SDK keeps them in a process-wide list and the next ``run_in_stack`` on the same loop
+    awaits "all outstanding tasks" (pulumi/runtime/stack.py ``wait_for_rpcs``), so one run's
+    failure would surface in the next.  The language host runs one program per process; here
+    several runs share one, so each ends by cancelling and forgetting what it left."""
+    loop = asyncio.get_event_loop()
+    with settings.SETTINGS.lock:
+        leftover = [t for t in settings.SETTINGS.outputs if not t.done()]
+        settings.SETTINGS.outputs.clear()
+    leftover += [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))

@@ -50,7 +50,12 @@ WAIT_FOR = "pulumi.com/waitFor"
 
 
 class ProviderError(Exception):
-    """What the real provider or engine would report for this registration."""
+    """What the real provider or engine would report for this registration (``resource`` is
+    the "<type> <logical name>" the CLI prints the error under)."""
+
+    def __init__(self, message: str, resource: str = ""):
+        super().__init__(message)
+        self.resource = resource
 
 
 def key_of(kind: str, namespace: str | None, name: str) -> Key:
@@ -91,7 +96,11 @@ class LivePlatform(mockrun.Mocks):
                 seed(self)
             if args.resource_id:
                 return self._read(args)
-            self._create(args)
+            try:
+                self._create(args)
+            except ProviderError as exc:
+                exc.resource = exc.resource or f"{args.typ} {args.name}"
+                raise
         return super().new_resource(args)
 
     def _read(self, args: pm.MockResourceArgs):
@@ -101,7 +110,7 @@ class LivePlatform(mockrun.Mocks):
         if live is None:
             self.events.append(f"read-missing {kind} {args.resource_id}")
             # pulumi/pulumi pkg/resource/deploy/step.go ReadStep.Apply
-            raise ProviderError(f"resource '{args.resource_id}' does not exist")
+            raise ProviderError(f"resource '{args.resource_id}' does not exist", f"{args.typ} {args.name}")
         self.events.append(f"read {kind} {args.resource_id}")
         return args.resource_id, copy.deepcopy(live)
 

@@ -22,12 +22,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+import pulumi
 import yaml
 
 from components.buckets import CHECKSUM_ENV
 from components.config import ConfigError
 from components.manual_steps import render_text
-from tools import mockrun, stackconfig
+from tools import mockrun, platform_model, stackconfig
 from tools import passphrase as pp
 
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
@@ -240,8 +241,12 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Tex
         t0 = time.perf_counter()
         try:
             run = render(stack, pp.passphrase_from_env(), overrides, tuple(args.set_secret))
-        except (ConfigError, stackconfig.StackError) as exc:
+        except (pulumi.RunError, stackconfig.StackError) as exc:  # ConfigError and the program's preconditions
             stderr.write(f"error: {stack + ': ' if args.all else ''}{exc}\n")
+            failed += 1
+            continue
+        except platform_model.ProviderError as exc:  # what the platform would refuse at `up`
+            stderr.write(f"error: {stack + ': ' if args.all else ''}{exc.resource}: {exc}\n")
             failed += 1
             continue
         except OSError as exc:
