@@ -160,7 +160,7 @@ done
 
 workdir="$(mktemp -d)"
 trap 'rm -rf -- "$workdir"' EXIT
-trap 'exit 1' HUP INT TERM
+trap 'reap_step; exit 1' HUP INT TERM
 keytab="$workdir/keytab"
 
 # -norandkey: export the current keys; a plain ktadd would draw new ones and break every
@@ -198,7 +198,7 @@ fi
 # error text when a command fails (pulumi-command v1.2.1 remote/commandOutputs.go L100-102), so
 # nothing may reach stdout before every check has passed
 encoded="$(base64 -w0 "$keytab")"
-printf '%s\n' "$encoded"
+printf '%s' "$encoded"
 """
 
 

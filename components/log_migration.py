@@ -143,7 +143,7 @@ scratch=$(mktemp -d "$scratch_parent/airflow-log-migration.XXXXXXXX")
 # the key file first; a worker ended by a signal may still be closing its log as rm runs: retry
 trap 'rm -f -- "$scratch/s3cfg"; rm -rf -- "$scratch" 2>/dev/null || { sleep 1; rm -rf -- "$scratch"; }' EXIT
 # exit (running the EXIT trap) on TERM/INT/HUP too; the sync replaces these to stop its workers
-trap 'exit 143' TERM
+trap 'reap_step; exit 143' TERM
 trap 'exit 130' INT
 trap 'exit 129' HUP
 printf '%s\n' "$$" > "$scratch/pid"
@@ -334,6 +334,7 @@ on_signal() {
     trap - TERM INT HUP
     printf '%s: interrupted; stopping the s3cmd jobs (a re-run resumes)\n' "$0" >&2
     stop_workers
+    reap_step
     exit "$1"
 }
 trap 'on_signal 143' TERM
