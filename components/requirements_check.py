@@ -40,7 +40,8 @@ def pins(text: str) -> dict[str, str]:
     return out
 
 
-def mismatches(wanted: dict[str, str], installed=metadata.version) -> list[str]:
+def mismatches(wanted: dict[str, str], installed=None) -> list[str]:
+    installed = installed or metadata.version
     problems = []
     for name, version in sorted(wanted.items()):
         try:
@@ -53,7 +54,7 @@ def mismatches(wanted: dict[str, str], installed=metadata.version) -> list[str]:
     return problems
 
 
-def require_pinned_environment(path: Path = REQUIREMENTS, installed=metadata.version) -> None:
+def require_pinned_environment(path: Path = REQUIREMENTS, installed=None) -> None:
     problems = mismatches(pins(path.read_text(encoding="utf-8")), installed)
     if problems:
         raise RequirementsMismatch(f"the virtualenv does not match requirements.txt ({'; '.join(problems)}): {FIX}")
