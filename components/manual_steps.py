@@ -48,8 +48,8 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
             "key": f"namespaces.{ns}",
             # the namespace, its labels and the deploy RoleBinding: this program only reads them
             "snippet": _yaml({"namespaces": {ns: admin_ng_entry(cfg)}})
-            + f"then deploy admin_ng: helmfile -e {cfg.environment} -i apply (helmfile.d/admin_ng); "
-            + "`pulumi up` stops before changing anything until this namespace exists with these labels",
+            + f"# then deploy admin_ng: helmfile -e {cfg.environment} -i apply (helmfile.d/admin_ng);\n"
+            + "# `pulumi up` changes nothing until this namespace exists with these labels\n",
         },
         {
             "step": "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",

@@ -6,7 +6,7 @@ from tests.conftest import rendered, stack_config
 
 EXPECTED_STEPS = [
     "Kubernetes read and deploy users",
-    "admin_ng namespace entry (deploy ClusterRole and TLS certificate SANs)",
+    "admin_ng namespace entry (namespace, labels, deploy ClusterRole, TLS certificate SANs)",
     "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",
     "ceph-csi cephfs tenant namespace (DAGs and kerberos PVCs, ceph-cephfs-ssd)",
     "CloudNativePG operator watches the namespace",
@@ -23,21 +23,38 @@ def steps(stack):
 
 
 def test_every_unreachable_runbook_step_is_emitted():
-    assert list(steps("test-k8s")) == EXPECTED_STEPS
+    assert list(steps("test-k8s")) == EXPECTED_STEPS + ["Retiring the instance: what stays after `pulumi destroy`"]
     # search was migrated: the legacy clean-up follows
     assert list(steps("search")) == EXPECTED_STEPS + [
         "Remove the legacy instance's secrets from puppet",
         "Remove the helmfile-era private values, if they still exist",
         "Retire the legacy database",
+        "Retiring the instance: what stays after `pulumi destroy`",
     ]
 
 
 def test_admin_ng_namespace_entry_is_exact_yaml():
-    s = steps("search")["admin_ng namespace entry (deploy ClusterRole and TLS certificate SANs)"]
+    s = steps("search")["admin_ng namespace entry (namespace, labels, deploy ClusterRole, TLS certificate SANs)"]
     assert s["where"] == "operations/deployment-charts: helmfile.d/admin_ng/values/dse-k8s-eqiad/values.yaml"
     assert yaml.safe_load(s["snippet"]) == {
         "namespaces": {"airflow-search": {"deployClusterRole": "deploy-airflow", "tlsExtraSANs": ["airflow-search.wikimedia.org"]}}
     }
+    # GeoIP instances: admin_ng's analytics-pss-labels (the hostPath exception for /usr/share/GeoIP)
+    geoip = steps("test-k8s")["admin_ng namespace entry (namespace, labels, deploy ClusterRole, TLS certificate SANs)"]
+    assert yaml.safe_load(geoip["snippet"])["namespaces"]["airflow-test-k8s"]["labels"] == {
+        "pod-security.wmf.org/profile": "restricted",
+        "pod-security.wmf.org/restrict-volume-types-restricted-volumes": "exclude",
+        "pod-security.wmf.org/disallow-host-path": "exclude",
+        "pod-security.wmf.org/allow-hostpath-analytics": "include",
+    }
+
+
+def test_retiring_lists_what_destroy_keeps_with_the_commands_to_remove_it():
+    s = steps("search")["Retiring the instance: what stays after `pulumi destroy`"]["snippet"]
+    assert "sudo radosgw-admin user rm --uid=airflow-search --purge-data" in s
+    assert "sudo radosgw-admin user rm --uid=postgresql-airflow-search --purge-data" in s
+    assert "sudo kadmin.local -r WIKIMEDIA delprinc -force HTTP/airflow-search.discovery.wmnet@WIKIMEDIA" in s
+    assert "logs.airflow-search.dse-k8s-eqiad" in s
 
 
 def test_tenant_and_watched_namespaces():
