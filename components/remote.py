@@ -85,11 +85,14 @@ def wrap(script: str, use_sudo: bool, name: str, timeout_seconds: int,
     bounded = (f"timeout --kill-after={kill_after_seconds}s {timeout_seconds}s "
                f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}")
     line = f"sudo -n {bounded}" if use_sudo else bounded
-    message = shlex.quote(f"{name}: timed out after {timeout_seconds} s on the remote host; "
-                          f"the step was killed with everything it started")
+    timed_out = shlex.quote(f"{name}: timed out after {timeout_seconds} s on the remote host; "
+                            f"the step was stopped with everything it started")
+    killed = shlex.quote(f"{name}: killed with SIGKILL on the remote host: it ignored the TERM of its "
+                         f"{timeout_seconds} s time limit for {kill_after_seconds} s, or something else "
+                         f"(the OOM killer?) killed it")
     return (f"{line}; rc=$?; "
-            f"if [ \"$rc\" -eq {TIMED_OUT[0]} ] || [ \"$rc\" -eq {TIMED_OUT[1]} ]; then "
-            f"printf '%s\\n' {message} >&2; fi; exit \"$rc\"")
+            f"if [ \"$rc\" -eq {TIMED_OUT[0]} ]; then printf '%s\\n' {timed_out} >&2; "
+            f"elif [ \"$rc\" -eq {TIMED_OUT[1]} ]; then printf '%s\\n' {killed} >&2; fi; exit \"$rc\"")
 
 
 def remote_command(

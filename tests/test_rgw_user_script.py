@@ -270,8 +270,10 @@ def test_delete_script_deletes_nothing_and_prints_the_manual_command(fake):
 
 # --- the component under Pulumi's mocks ---------------------------------------------------
 
-def render_user(use_sudo: bool = True) -> mockrun.RecordingMonitor:
+def render_user(use_sudo: bool = True, with_precondition: bool = False) -> mockrun.RecordingMonitor:
     def program():
+        # a stand-in for the namespace read: a resource the remote step must wait for
+        after = [command.local.Command("precondition", create="true")] if with_precondition else []
         rgw_user.RgwUser(
             "search-airflow",
             rgw_user.RgwUserArgs(
@@ -283,10 +285,13 @@ def render_user(use_sudo: bool = True) -> mockrun.RecordingMonitor:
                                                    private_key=pulumi.Output.secret("KEY"), host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKaQlgHMVkTqY0HnPm1i8y5/TKASgAzqhyhQwFNnQYnU"),
                 use_sudo=use_sudo,
                 timeout_minutes=7,
+                depends_on=after,
             ),
         )
 
-    run = mockrun.run_program("airflow", "search", {}, program=program)
+    # plain mocks: the component alone meets no platform (the default live-platform model
+    # seeds itself from a full stack config)
+    run = mockrun.run_program("airflow", "search", {}, program=program, mocks=mockrun.Mocks())
     if run.error is not None:
         raise run.error
     return run.monitor
@@ -301,8 +306,9 @@ def test_component_creates_one_protected_secret_command():
     assert cmd.protect, "the RGW user Command is protected (data-bearing)"
     assert cmd.delete_before_replace, "create and delete act on the same uid: delete before replace"
     assert {"stdout", "stderr"} <= set(cmd.additional_secret_outputs), "outputs are secret"
-    assert cmd.inputs["logging"] == "none", "the Command logs nothing"
-    assert cmd.custom_timeouts == {"create": "7m", "update": "7m", "delete": "7m"}, "timeouts"
+    assert cmd.inputs["logging"] == "stderr", "the Command logs stderr only (stdout is the secret channel)"
+    # 7 minutes on the remote host (420 s), + 30 s kill-after + 60 s for the engine
+    assert cmd.custom_timeouts == {"create": "510s", "update": "510s", "delete": "510s"}, "timeouts"
     assert monitor.outputs[component.urn] == {"uid": "airflow-search"}, "register_outputs names the uid"
 
 
@@ -315,12 +321,15 @@ def test_component_sends_the_keys_on_secret_stdin():
     assert SECRET not in plain and ACCESS not in plain, "no key anywhere else in the Command's inputs"
 
 
-def test_component_runs_the_scripts_through_sudo():
+def test_component_runs_the_scripts_through_sudo_under_the_remote_timeout():
     cmd = render_user().one("command:remote:Command")
     script = rgw_user.rgw_user_script("airflow-search", "airflow-search")
-    assert cmd.inputs["create"] == f"sudo -n /bin/bash -c {shlex.quote(script)} search-airflow-user", "create"
+    bounded = "sudo -n timeout --kill-after=30s 420s /bin/bash -c "
+    assert cmd.inputs["create"].startswith(f"{bounded}{shlex.quote(script)} search-airflow-user; "), "create"
+    assert cmd.inputs["create"] == remote.wrap(script, True, "search-airflow-user", 420), "create"
     delete = rgw_user.rgw_user_delete_script("airflow-search")
-    assert cmd.inputs["delete"] == f"sudo -n /bin/bash -c {shlex.quote(delete)} search-airflow-user", "delete"
+    assert cmd.inputs["delete"].startswith(f"{bounded}{shlex.quote(delete)} search-airflow-user; "), "delete"
+    assert cmd.inputs["delete"] == remote.wrap(delete, True, "search-airflow-user", 420), "delete"
     assert "triggers" not in cmd.inputs, "no triggers: a protected resource cannot be replaced; stdin changes re-run create"
 
 
@@ -328,4 +337,40 @@ def test_component_without_sudo_still_runs_the_script_under_bash():
     # the remote login shell may not be bash; the script needs it
     cmd = render_user(use_sudo=False).one("command:remote:Command")
     script = rgw_user.rgw_user_script("airflow-search", "airflow-search")
-    assert cmd.inputs["create"] == f"/bin/bash -c {shlex.quote(script)} search-airflow-user"
+    assert cmd.inputs["create"].startswith(
+        f"timeout --kill-after=30s 420s /bin/bash -c {shlex.quote(script)} search-airflow-user; "), "no sudo, still bash"
+    assert cmd.inputs["create"] == remote.wrap(script, False, "search-airflow-user", 420), "create"
+
+
+def test_component_waits_for_its_preconditions():
+    monitor = render_user(with_precondition=True)
+    precondition = monitor.one("command:local:Command")
+    cmd = monitor.one("command:remote:Command")
+    assert precondition.urn in cmd.dependencies, "search-airflow-user must depend on the preconditions (depends_on)"
+    assert render_user().one("command:remote:Command").dependencies == [], "no preconditions, no dependencies"
+
+
+# --- what deleting leaves, as the manual steps say it --------------------------------------
+
+def bash_words(fake: FakeRgw, line: str) -> list[str]:
+    """The words bash makes of ``line`` (as an operator pasting it would run them), unexpanded."""
+    done = subprocess.run(["bash", "-c", 'eval "words=( $1 )"; printf "%s\\0" "${words[@]}"', "split", line],
+                          capture_output=True, text=True, env=fake.env, timeout=30, check=True)
+    return done.stdout.split("\0")[:-1]
+
+
+@pytest.mark.parametrize("uid", ["airflow-search", *HOSTILE_UIDS])
+def test_delete_script_prints_the_kept_instructions(fake, uid):
+    """The manual steps (rgw_user.kept_instructions) and the delete script say the same thing."""
+    proc = fake.run(rgw_user.rgw_user_delete_script(uid), "")
+    assert proc.returncode == 0 and proc.stdout == "", proc
+    kept = rgw_user.kept_instructions(uid)
+    printed = proc.stderr.split("\n  sudo ", 1)
+    assert len(printed) == 2 and len(kept) == 2, f"two parts each: {proc.stderr!r} / {kept!r}"
+    assert printed[0] == kept[0], f"first line of the delete output for {uid!r}"
+    # bash's %q and shlex.quote quote differently ($'..' for a newline): bash reads both as one command
+    assert bash_words(fake, "sudo " + printed[1]) == bash_words(fake, kept[1]), f"manual command for {uid!r}"
+    assert bash_words(fake, kept[1])[:5] == ["sudo", "radosgw-admin", "user", "rm", f"--uid={uid}"], kept[1]
+    assert not fake.marker.exists(), "`id` inside the uid was executed"
+    if uid == "airflow-search":
+        assert proc.stderr == "\n".join(kept) + "\n", "a plain uid prints the very same lines"

@@ -93,7 +93,13 @@ def test_a_hung_remote_tool_is_killed_with_its_children_and_the_step_fails_with_
     assert done.returncode in remote.TIMED_OUT, f"{tool}: exit {done.returncode}, stderr {done.stderr!r}"
     assert elapsed < TIMEOUT_S + KILL_AFTER_S + 5, f"{tool}: took {elapsed:.1f}s"
     last = done.stderr.decode().strip().splitlines()[-1]
-    assert last == f"{name}: timed out after {TIMEOUT_S} s on the remote host; the step was killed with everything it started"
+    # 124: the TERM stopped the step (its handler KILLed what ignored it); 137: the step itself
+    # ignored the TERM and timeout's KILL ended it
+    assert last == {
+        124: f"{name}: timed out after {TIMEOUT_S} s on the remote host; the step was stopped with everything it started",
+        137: f"{name}: killed with SIGKILL on the remote host: it ignored the TERM of its {TIMEOUT_S} s time limit "
+             f"for {KILL_AFTER_S} s, or something else (the OOM killer?) killed it",
+    }[done.returncode]
     assert done.stdout == b"", "a killed step prints nothing on stdout (the provider's error carries it)"
     started_pids = [int(p) for p in pids.read_text().split()]
     assert len(started_pids) >= 2, "the fake tool must have started (else this test proves nothing)"
