@@ -101,6 +101,18 @@ def test_the_namespace_is_read_before_anything_touches_another_system():
 # --- the model itself must be able to fail: each provider behaviour, shown to bite --------------
 
 
+def without_wait_for(monkeypatch, manifest: str) -> None:
+    """The program as it was before issue 10: ``database.<manifest>`` without pulumi.com/waitFor."""
+    plain = getattr(database, manifest)
+
+    def unawaited(cfg):
+        built = plain(cfg)
+        built["metadata"]["annotations"].pop(database.WAIT_FOR)
+        return built
+
+    monkeypatch.setattr(database, manifest, unawaited)
+
+
 def test_model_refuses_a_create_of_an_existing_object():
     platform = platform_model.new_instance_after_admin_ng()
     inner = platform.seed
@@ -124,14 +136,7 @@ def test_model_refuses_a_second_install_of_the_release():
 
 
 def test_without_wait_for_the_pooler_service_is_missing_when_the_release_needs_it(monkeypatch):
-    plain = database.pooler
-
-    def unawaited(cfg):
-        manifest = plain(cfg)
-        manifest["metadata"].pop("annotations")
-        return manifest
-
-    monkeypatch.setattr(database, "pooler", unawaited)
+    without_wait_for(monkeypatch, "pooler")
     platform = platform_model.new_instance_after_admin_ng()
     run = first_up("search", platform)
     assert "resource 'airflow-search/postgresql-airflow-search-pooler-rw' does not exist" in str(run.error)
@@ -148,14 +153,7 @@ def test_database_import_ends_only_when_the_import_has_finished():
 
 
 def test_without_wait_for_database_import_returns_mid_import(monkeypatch):
-    plain = database.cluster
-
-    def unawaited(cfg):
-        manifest = plain(cfg)
-        del manifest["metadata"]["annotations"][database.WAIT_FOR]
-        return manifest
-
-    monkeypatch.setattr(database, "cluster", unawaited)
+    without_wait_for(monkeypatch, "cluster")
     overrides, secrets = phase_overrides("database-import")
     platform = platform_model.new_instance_after_admin_ng()
     assert first_up("search", platform, overrides, secrets).error is None
@@ -170,14 +168,7 @@ def test_database_phase_verification_job_runs_on_the_finished_import_only(monkey
     assert first_up("search", platform, overrides, secrets).error is None
     assert "job-complete airflow-search/postgresql-airflow-search-verify-import" in platform.events
 
-    plain = database.cluster
-
-    def unawaited(cfg):
-        manifest = plain(cfg)
-        del manifest["metadata"]["annotations"][database.WAIT_FOR]
-        return manifest
-
-    monkeypatch.setattr(database, "cluster", unawaited)
+    without_wait_for(monkeypatch, "cluster")
     platform = platform_model.new_instance_after_admin_ng()
     run = first_up("search", platform, overrides, secrets)
     assert "BackoffLimitExceeded" in str(run.error), "an unawaited import must fail the check, not pass it"
