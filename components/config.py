@@ -18,13 +18,18 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import pulumi
+import yaml
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from components import config_raw, managed_values
+
 PROJECT = "airflow"
+PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 
 # Secret values the offline preview could not decrypt (no passphrase given) arrive as this
 # placeholder; validators of secret *content* skip it, everything else is still checked.
@@ -35,25 +40,25 @@ class ConfigError(pulumi.RunError):
     """A user mistake in stack config: one line naming the key and the fix."""
 
     def __init__(self, key: str, problem: str, fix: str, prefix: str = f"{PROJECT}:"):
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
         super().__init__(f"{prefix}{key}: {problem}; {fix}")
 
 
 # --- domain types ---------------------------------------------------------------------
 
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CHART_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
+_HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
+_CHART_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$", re.ASCII)
 # app.version as published by the airflow image pipeline (wmf-charts.md 4.3):
 # airflow-<airflowVersion>-py<python>-<YYYY-MM-DD-HHMMSS>-<40-hex git sha>@sha256:<64-hex digest>
 _IMAGE_VERSION = re.compile(
     r"^airflow-(?P<airflow>\d+\.\d+\.\d+)-py(?P<python>\d+\.\d+)-"
     r"(?P<built>\d{4}-\d{2}-\d{2}-\d{6})-(?P<sha>[0-9a-f]{40})@sha256:(?P<digest>[0-9a-f]{64})$"
-)
-_LDAP_GROUP = re.compile(r"^[a-z][-a-z0-9_]*$")
-_PRINCIPAL_PRIMARY = re.compile(r"^[a-z][-a-z0-9_]*$")
-_REALM = re.compile(r"^[A-Z][A-Z0-9.-]*$")
-_FERNET = re.compile(r"^[A-Za-z0-9_-]{43}=$")
+, re.ASCII)
+_LDAP_GROUP = re.compile(r"^[a-z][-a-z0-9_]*$", re.ASCII)
+_PRINCIPAL_PRIMARY = re.compile(r"^[a-z][-a-z0-9_]*$", re.ASCII)
+_REALM = re.compile(r"^[A-Z][A-Z0-9.-]*$", re.ASCII)
+_FERNET = re.compile(r"^[A-Za-z0-9_-]{43}=$", re.ASCII)
 _HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 # The longest derived name bounds the instance name: the S3 bucket
@@ -63,7 +68,7 @@ MAX_INSTANCE_LEN = 30
 
 
 def dns_label(key: str, value: str, max_len: int = 63) -> str:
-    if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > max_len:
+    if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value) or len(value) > max_len:
         raise ConfigError(
             key,
             f"{value!r} is not a DNS label of at most {max_len} characters",
@@ -78,7 +83,7 @@ def hostname(key: str, value: str) -> str:
         not labels
         or len(value) > 253
         or len(labels) < 2
-        or not all(_HOST_LABEL.match(label) and len(label) <= 63 for label in labels)
+        or not all(_HOST_LABEL.fullmatch(label) and len(label) <= 63 for label in labels)
     ):
         raise ConfigError(
             key,
@@ -89,7 +94,7 @@ def hostname(key: str, value: str) -> str:
 
 
 def https_url(key: str, value: str) -> str:
-    m = re.match(r"^(?P<scheme>[a-z]+)://(?P<host>[^/:]+)(:\d+)?(/.*)?$", value or "")
+    m = re.fullmatch(r"^(?P<scheme>[a-z]+)://(?P<host>[^/:]+)(:\d+)?(/.*)?$", value or "", re.ASCII)
     if not m or m.group("scheme") != "https":
         raise ConfigError(
             key, f"{value!r} is not an https:// URL", "write the scheme, e.g. https://rgw.eqiad.dpe.anycast.wmnet"
@@ -99,7 +104,7 @@ def https_url(key: str, value: str) -> str:
 
 
 def chart_version(key: str, value: str) -> str:
-    if not isinstance(value, str) or not _CHART_VERSION.match(value):
+    if not isinstance(value, str) or not _CHART_VERSION.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not a chart version", "use MAJOR.MINOR.PATCH, e.g. 0.0.177")
     return value
 
@@ -110,7 +115,7 @@ def version_tuple(value: str) -> tuple[int, int, int]:
 
 
 def image_version(key: str, value: str) -> str:
-    if not isinstance(value, str) or not _IMAGE_VERSION.match(value):
+    if not isinstance(value, str) or not _IMAGE_VERSION.fullmatch(value):
         raise ConfigError(
             key,
             f"{value!r} is not an airflow image version",
@@ -120,45 +125,8 @@ def image_version(key: str, value: str) -> str:
 
 
 def ldap_group(key: str, value: str) -> str:
-    if not _LDAP_GROUP.match(value):
+    if not _LDAP_GROUP.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not an LDAP group name", "use lowercase letters, digits, '-' and '_'")
-    return value
-
-
-# --- raw value parsing ----------------------------------------------------------------
-
-
-def _as_str(key: str, raw: Any) -> str:
-    if isinstance(raw, (dict, list)):
-        raise ConfigError(key, "expected a string, got an object or list", "set a plain string value")
-    return str(raw)
-
-
-def _as_bool(key: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if str(raw) in ("true", "false"):
-        return str(raw) == "true"
-    raise ConfigError(key, f"{raw!r} is not a boolean", "use true or false")
-
-
-def _as_int(key: str, raw: Any) -> int:
-    try:
-        value = int(str(raw))
-    except ValueError:
-        raise ConfigError(key, f"{raw!r} is not an integer", "use a whole number") from None
-    return value
-
-
-def _as_json(key: str, raw: Any, kind: type) -> Any:
-    value = raw
-    if isinstance(raw, str):
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ConfigError(key, f"expected a {kind.__name__} (JSON/YAML), got {raw!r}", "set it as a YAML mapping or list in the stack file") from None
-    if not isinstance(value, kind):
-        raise ConfigError(key, f"expected a {'mapping' if kind is dict else 'list'}, got {type(value).__name__}", "set it as a YAML mapping or list in the stack file")
     return value
 
 
@@ -252,18 +220,6 @@ LEGACY_KEYS = {
 }
 
 HADOOP_CLUSTERS = ("production", "test", "none")
-
-# Secret values reserved to typed config keys; extraValues may not smuggle them in as
-# plain text (they would be neither encrypted in the stack file nor secret in state).
-_SECRET_VALUE_PATHS = (
-    ("config", "private"),
-    ("config", "airflow", "aws_access_key_id"),
-    ("config", "airflow", "aws_secret_access_key"),
-    ("config", "airflow", "postgresqlPass"),
-    ("config", "oidc", "client_secret"),
-    ("kerberos", "keytab"),
-)
-
 
 @dataclass(frozen=True)
 class Secrets:
@@ -425,22 +381,6 @@ def all_config() -> dict[str, Any]:
     return bag
 
 
-def _check_extra_values(values: Mapping[str, Any]) -> None:
-    for path in _SECRET_VALUE_PATHS:
-        node: Any = values
-        for part in path:
-            if not isinstance(node, Mapping) or part not in node:
-                break
-            node = node[part]
-        else:
-            dotted = ".".join(path)
-            raise ConfigError(
-                "extraValues",
-                f"sets the secret chart value {dotted} in plain text",
-                "set secrets with `pulumi config set --secret` on their own keys",
-            )
-
-
 def load(
     bag: Mapping[str, Any] | None = None,
     is_secret: Callable[[str], bool] | None = None,
@@ -464,28 +404,58 @@ def load(
             hint = f"did you mean {prefix}{close[0]}?" if close else "remove it or check the spelling against README's key table"
             raise ConfigError(key, "unknown config key", hint)
         raw[key] = value
+    secret_keys = {k for k in raw if KEYS[k].secret or is_secret(prefix + k)}
+    try:
+        return _load(raw, secret_keys, is_secret, read_secret)
+    except ConfigError as exc:
+        root = exc.key.split(".", 1)[0]
+        if root in secret_keys and _mentions(str(exc), raw.get(root)):
+            # never echo a secret: keep the key and the fix, drop the problem text that quotes the value
+            raise ConfigError(exc.key, "has an invalid value (not shown: it is a secret)", exc.fix) from None
+        raise
 
+
+def _mentions(message: str, value: Any) -> bool:
+    """Whether ``message`` quotes ``value`` or any string inside it (4 characters or more)."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            parsed = None
+        if isinstance(parsed, (dict, list)):
+            return _mentions(message, parsed) or value in message
+        return len(value) >= 4 and value in message
+    if isinstance(value, dict):
+        return any(_mentions(message, k) or _mentions(message, v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_mentions(message, v) for v in value)
+    return value is not None and len(str(value)) >= 4 and str(value) in message
+
+
+def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str], bool],
+          read_secret: Callable[[str], str] | None) -> tuple[InstanceConfig, Secrets]:
+    prefix = f"{PROJECT}:"
     for key, spec in KEYS.items():
         if spec.required and (key not in raw or raw[key] in ("", None)):
             how = f"pulumi config set --secret {key} <value>" if spec.secret else f"pulumi config set {key} <value>"
             raise ConfigError(key, f"missing ({spec.help})", f"set it with `{how}`")
         if spec.secret and key in raw and not is_secret(prefix + key):
             raise ConfigError(key, "is stored in plain text", f"remove it and set it with `pulumi config set --secret {key}`")
+        if not spec.secret and key in raw and is_secret(prefix + key):
+            # the program would use it in plain text (names, values, the tree): refuse rather than leak it
+            raise ConfigError(key, "is stored as a secret (secure:) but the program uses it in plain text",
+                              f"store it with `pulumi config set {key}` (secret chart values go in privateValues)")
+    _check_canary_is_a_project_setting(raw)
+
+    try:
+        # an undecrypted secret (offline preview without a passphrase) is a placeholder: no type to check
+        typed = config_raw.validate(KEYS, {k: config_raw.from_wire(k, KEYS[k].kind, v) for k, v in raw.items()
+                                           if v != SECRET_PLACEHOLDER})
+    except config_raw.RawError as exc:
+        raise ConfigError(exc.key, exc.problem, exc.fix) from None
 
     def get(key: str, default: Any = None) -> Any:
-        if key not in raw:
-            return default
-        spec = KEYS[key]
-        value = raw[key]
-        if spec.kind == "str":
-            return _as_str(key, value)
-        if spec.kind == "bool":
-            return _as_bool(key, value)
-        if spec.kind == "int":
-            return _as_int(key, value)
-        if spec.kind == "list":
-            return _as_json(key, value, list)
-        return _as_json(key, value, dict)
+        return typed[key] if key in typed and typed[key] is not None else default
 
     instance = dns_label("instance", get("instance"), MAX_INSTANCE_LEN)
     environment = dns_label("environment", get("environment"))
@@ -498,7 +468,7 @@ def load(
         raise ConfigError("airflowChartVersion", f"{version} predates the component-keyed external_services (0.0.65)", "use 0.0.65 or later")
 
     realm = get("kerberosRealm")
-    if not _REALM.match(realm):
+    if not _REALM.fullmatch(realm):
         raise ConfigError("kerberosRealm", f"{realm!r} is not a Kerberos realm", "use upper case, e.g. WIKIMEDIA")
 
     hadoop = get("hadoopCluster", "production")
@@ -508,8 +478,8 @@ def load(
     service_fqdn = f"airflow-{instance}.{service_domain}"
     default_primary = "analytics-" + instance.removeprefix("analytics-")
     principal = get("kerberosPrincipal", f"{default_primary}/{service_fqdn}")
-    m = re.match(r"^(?P<primary>[^/@\s]+)/(?P<host>[^/@\s]+)$", principal)
-    if not m or not _PRINCIPAL_PRIMARY.match(m.group("primary")):
+    m = re.fullmatch(r"^(?P<primary>[^/@\s]+)/(?P<host>[^/@\s]+)$", principal, re.ASCII)
+    if not m or not _PRINCIPAL_PRIMARY.fullmatch(m.group("primary")):
         raise ConfigError("kerberosPrincipal", f"{principal!r} is not <user>/<host> (no realm)", f"e.g. analytics/{service_fqdn}")
     hostname("kerberosPrincipal", m.group("host"))
 
@@ -530,11 +500,12 @@ def load(
 
     labels = get("namespaceLabels", {})
     for k, v in labels.items():
-        if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", k) or not isinstance(v, str) or not re.match(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", v):
+        if not re.fullmatch(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", k, re.ASCII) or not isinstance(v, str) or not re.fullmatch(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", v, re.ASCII):
             raise ConfigError("namespaceLabels", f"{k!r}: {v!r} is not a valid Kubernetes label", "use name[/prefix]: value with letters, digits, '-', '_' and '.'")
 
     extra_values = get("extraValues", {})
-    _check_extra_values(extra_values)
+    if (path := managed_values.violation(extra_values)) is not None:
+        raise ConfigError("extraValues", f"sets {path}, which the program manages", "remove it (secret chart values go in privateValues)")
 
     phase, legacy = _phase_and_legacy(get("phase", "complete"), get("legacy"), raw, instance, version)
 
@@ -548,7 +519,7 @@ def load(
         airflow_chart_version=version,
         image_version=image_version("imageVersion", get("imageVersion")),
         docker_registry=hostname("dockerRegistry", get("dockerRegistry")),
-        rgw_endpoint=https_url("rgwEndpoint", get("rgwEndpoint")),
+        rgw_endpoint=https_endpoint("rgwEndpoint", get("rgwEndpoint")),
         rgw_region=dns_label("rgwRegion", get("rgwRegion")),
         kerberos_realm=realm,
         kdc_host=hostname("kdcHost", get("kdcHost")),
@@ -592,7 +563,7 @@ def load(
         phase=phase,
         legacy=legacy,
     )
-    return cfg, _load_secrets(raw, read_secret)
+    return cfg, _load_secrets(raw, typed, read_secret)
 
 
 def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Mapping[str, Any], instance: str, chart: str) -> tuple[str, Legacy | None]:
@@ -604,32 +575,28 @@ def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Map
         if "legacyDbPassword" in raw:
             raise ConfigError("legacyDbPassword", "is set but there is no legacy instance", "remove it: `pulumi config rm legacyDbPassword`")
         return phase, None
-    unknown = sorted(set(legacy_raw) - set(LEGACY_KEYS))
-    if unknown:
-        raise ConfigError(f"legacy.{unknown[0]}", "unknown key", f"use only {', '.join(LEGACY_KEYS)}")
-    for key in ("host", "hostKey", "dbHost", "dbName", "dbUser"):
-        if not legacy_raw.get(key):
-            raise ConfigError(f"legacy.{key}", f"missing ({LEGACY_KEYS[key]})", "add it to the legacy object in the stack file")
-    db_name = str(legacy_raw["dbName"])
-    db_user = str(legacy_raw["dbUser"])
-    for key, value in (("dbName", db_name), ("dbUser", db_user)):
-        if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", value):
+    try:
+        lg = config_raw.legacy(legacy_raw, LEGACY_KEYS)
+    except config_raw.RawError as exc:
+        raise ConfigError(exc.key, exc.problem, exc.fix) from None
+    for key, value in (("dbName", lg.dbName), ("dbUser", lg.dbUser)):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value, re.ASCII):
             raise ConfigError(f"legacy.{key}", f"{value!r} is not a PostgreSQL identifier", "use lowercase letters, digits and '_'")
-    port = _in_range("legacy.dbPort", _as_int("legacy.dbPort", legacy_raw.get("dbPort", 5432)), 1, 65535)
-    logs_dir = _abs_path("legacy.logsDir", str(legacy_raw.get("logsDir", f"/srv/airflow-{instance}/logs")))
-    hiera = str(legacy_raw.get("hieraFile", f"hieradata/role/common/analytics_cluster/airflow/{instance}.yaml"))
-    if not re.match(r"^[A-Za-z0-9_./-]+\.yaml$", hiera) or ".." in hiera:
+    port = _in_range("legacy.dbPort", lg.dbPort if lg.dbPort is not None else 5432, 1, 65535)
+    logs_dir = _logs_dir("legacy.logsDir", lg.logsDir if lg.logsDir is not None else f"/srv/airflow-{instance}/logs")
+    hiera = lg.hieraFile if lg.hieraFile is not None else f"hieradata/role/common/analytics_cluster/airflow/{instance}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9_./-]+\.yaml", hiera, re.ASCII) or ".." in hiera.split("/") or hiera.startswith("/"):
         raise ConfigError("legacy.hieraFile", f"{hiera!r} is not a hiera file path", "e.g. hieradata/role/common/analytics_cluster/airflow/search.yaml")
     legacy = Legacy(
-        host=hostname("legacy.host", str(legacy_raw["host"])),
-        host_key=_host_key("legacy.hostKey", str(legacy_raw["hostKey"])),
-        db_host=hostname("legacy.dbHost", str(legacy_raw["dbHost"])),
+        host=hostname("legacy.host", lg.host),
+        host_key=_host_key("legacy.hostKey", lg.hostKey),
+        db_host=hostname("legacy.dbHost", lg.dbHost),
         db_port=port,
-        db_name=db_name,
-        db_user=db_user,
+        db_name=lg.dbName,
+        db_user=lg.dbUser,
         logs_dir=logs_dir,
         hiera_file=hiera,
-        pg_service=dns_label("legacy.pgService", str(legacy_raw.get("pgService", "analytics"))),
+        pg_service=dns_label("legacy.pgService", lg.pgService if lg.pgService is not None else "analytics"),
     )
     needs_password = phase in ("webserver", "scheduler", "database-import", "database")
     if needs_password and "legacyDbPassword" not in raw:
@@ -652,7 +619,7 @@ def _in_range(key: str, value: int, low: int, high: int) -> int:
 
 
 def _must_match(key: str, value: str, pattern: str, problem: str, fix: str) -> str:
-    if not isinstance(value, str) or not re.match(pattern, value):
+    if not isinstance(value, str) or not re.fullmatch(pattern, value, re.ASCII):
         raise ConfigError(key, problem, fix)
     return value
 
@@ -696,7 +663,7 @@ def _quantity(key: str, value: str) -> str:
 def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict[str, str]:
     out = {}
     for k, v in params.items():
-        if not re.match(r"^[a-z_][a-z0-9_.]*$", k) or isinstance(v, (dict, list)):
+        if not re.fullmatch(r"^[a-z_][a-z0-9_.]*$", k, re.ASCII) or isinstance(v, (dict, list)):
             raise ConfigError(key, f"{k!r} is not a postgresql.conf parameter with a scalar value", "e.g. {max_connections: \"200\"}")
         out[k] = str(v)
     return out
@@ -711,6 +678,46 @@ def _abs_path(key: str, value: str) -> str:
     if not value.startswith("/") or any(c in value for c in "\n\0"):
         raise ConfigError(key, f"{value!r} is not an absolute path", "e.g. /etc/kubernetes")
     return value.rstrip("/") or "/"
+
+
+def _logs_dir(key: str, value: str) -> str:
+    """The legacy log tree to upload: absolute, normalised, not / and not a system tree.
+
+    The sync uploads everything under it: ``/`` or a path with ``..`` would upload the host."""
+    _abs_path(key, value)
+    parts = value.strip("/").split("/")
+    if value != "/" + "/".join(parts) or any(p in ("", ".", "..") for p in parts) or len(parts) < 2:
+        raise ConfigError(key, f"{value!r} is not a normalised directory at least two levels deep",
+                          "e.g. /srv/airflow-search/logs (no '..', '.', '//' or trailing '/')")
+    if not re.fullmatch(r"[A-Za-z0-9_./@+-]+", value, re.ASCII):
+        raise ConfigError(key, f"{value!r} has characters outside letters, digits and ._/@+-", "e.g. /srv/airflow-search/logs")
+    return value
+
+
+def https_endpoint(key: str, value: str) -> str:
+    """``https://host[:port]``: no path, query, user or fragment (the S3 endpoint and s3cmd host_base)."""
+    m = re.fullmatch(r"https://(?P<host>[a-z0-9.-]+)(:(?P<port>[0-9]{1,5}))?", value, re.ASCII)
+    if not m or (m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535):
+        raise ConfigError(key, f"{value!r} is not https://<host>[:<port>]", "e.g. https://rgw.eqiad.dpe.anycast.wmnet (no path)")
+    hostname(key, m.group("host"))
+    return value
+
+
+def project_default(key: str) -> Any:
+    """``key``'s default in Pulumi.yaml (the project file the program runs from)."""
+    path = PROJECT_FILE
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return doc["config"][key]["default"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(key, f"cannot be read from {path.name} ({type(exc).__name__})", f"declare it under config: in {path.name}") from None
+
+
+def _check_canary_is_a_project_setting(raw: Mapping[str, Any]) -> None:
+    # A stack may not name itself (or another) the canary: the canary rule would not hold.
+    if "canaryStack" in raw and raw["canaryStack"] != project_default("canaryStack"):
+        raise ConfigError("canaryStack", "is a project setting and differs from Pulumi.yaml",
+                          "remove it from the stack file (change the canary in Pulumi.yaml only)")
 
 
 PG_SPEC_OVERRIDABLE = ("resources", "affinity", "priorityClassName")
@@ -730,33 +737,24 @@ def _secret_leaves(node: Any) -> Any:
     return pulumi.Output.secret(node)
 
 
-def _load_secrets(raw: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
-    if "fernetKey" in raw:
-        fernet = _as_str("fernetKey", raw["fernetKey"])
-        if fernet != SECRET_PLACEHOLDER and not _FERNET.match(fernet):
-            # the value itself is never echoed: it is a secret
-            raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "copy the legacy instance's fernet_key, or remove the key to have one generated")
-    if "webserverSecretKey" in raw:
-        value = _as_str("webserverSecretKey", raw["webserverSecretKey"])
-        if value != SECRET_PLACEHOLDER and len(value) < 32:
-            raise ConfigError("webserverSecretKey", "is shorter than 32 characters", "use a random string of 64 characters, or remove the key to have one generated")
-    key_text = _as_str("sshPrivateKey", raw["sshPrivateKey"])
-    if key_text != SECRET_PLACEHOLDER and not re.match(r"^-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*$", key_text):
+def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
+    # messages here never quote a value: these are secrets
+    fernet = typed.get("fernetKey")
+    if fernet is not None and not _FERNET.fullmatch(fernet):
+        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "copy the legacy instance's fernet_key, or remove the key to have one generated")
+    webserver = typed.get("webserverSecretKey")
+    if webserver is not None and len(webserver) < 32:
+        raise ConfigError("webserverSecretKey", "is shorter than 32 characters", "use a random string of 64 characters, or remove the key to have one generated")
+    key_text = typed.get("sshPrivateKey")
+    if key_text is not None and not re.fullmatch(r"-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*", key_text, re.ASCII):
         raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
 
-    private_raw = raw.get("privateValues")
     private_values: Any = None
-    if private_raw is not None and private_raw != SECRET_PLACEHOLDER:
-        parsed = _as_json("privateValues", private_raw, dict)
-        for path in _SECRET_VALUE_PATHS:
-            if path[0] in parsed and path != ("config", "private"):
-                node = parsed
-                for part in path:
-                    node = node.get(part) if isinstance(node, Mapping) else None
-                if node is not None:
-                    raise ConfigError("privateValues", f"sets {'.'.join(path)}, which the program manages", "remove it from privateValues")
-        private_values = parsed
-    elif private_raw == SECRET_PLACEHOLDER:
+    if "privateValues" in typed:
+        private_values = typed["privateValues"]
+        if (path := managed_values.violation(private_values)) is not None:
+            raise ConfigError("privateValues", f"sets {path}, which the program manages", "remove it from privateValues")
+    elif raw.get("privateValues") == SECRET_PLACEHOLDER:
         private_values = {}
 
     def secret(key: str) -> pulumi.Output[str] | None:

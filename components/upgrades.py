@@ -41,12 +41,17 @@ def canary_versions(canary: str, root: Path = ROOT) -> dict[str, set[str]]:
     path = root / f"Pulumi.{canary}.yaml"
     if not path.is_file():
         raise ConfigError("canaryStack", f"no stack file Pulumi.{canary}.yaml", "name an existing stack as the canary")
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {
-        "image": {str(_stack_value(project, doc, "imageVersion")), *map(str, _stack_value(project, doc, "imageHistory") or [])},
-        "chart": {str(_stack_value(project, doc, "airflowChartVersion")), *map(str, _stack_value(project, doc, "chartHistory") or [])},
-    }
+    try:
+        project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return {
+            "image": {str(_stack_value(project, doc, "imageVersion")), *map(str, _stack_value(project, doc, "imageHistory") or [])},
+            "chart": {str(_stack_value(project, doc, "airflowChartVersion")), *map(str, _stack_value(project, doc, "chartHistory") or [])},
+        }
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError, KeyError, TypeError) as exc:
+        # another stack's broken file: one line naming it, never a traceback (nor its content)
+        raise ConfigError("canaryStack", f"the canary's stack file {path.name} cannot be read ({type(exc).__name__})",
+                          f"fix {path.name} (preview it: ./dev preview -s {canary})") from None
 
 
 def check_canary_rule(cfg: InstanceConfig, stack: str, root: Path = ROOT) -> None:

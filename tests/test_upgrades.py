@@ -103,6 +103,9 @@ def test_chart_bump_changes_only_the_release_version():
     assert repr(bumped.inputs["values"]) == repr(base.inputs["values"])
 
 
-def test_unknown_canary_stack_is_a_config_error():
-    run = run_stack("search", overrides={"canaryStack": "nope"})
-    assert str(run.error).startswith("airflow:canaryStack: no stack file Pulumi.nope.yaml")
+def test_a_stack_cannot_name_the_canary_only_pulumi_yaml_does():
+    # naming itself the canary would let a stack run any version
+    for canary in ("nope", "search"):
+        run = run_stack("search", overrides={"canaryStack": canary})
+        assert str(run.error).startswith("airflow:canaryStack: is a project setting and differs from Pulumi.yaml"), run.error
+        assert run.monitor.registered() == []

@@ -1,0 +1,140 @@
+"""The raw layer of the stack config: wire strings to typed values, strictly (pydantic v2).
+
+The engine hands the program every config value as a string (objects and lists as JSON).
+Here each declared key becomes its Python type with no coercion at all: a boolean is exactly
+``true``/``false`` (never ``off``, ``yes`` or ``1``), an integer is ASCII digits only (never
+``٣``, `` 5``, ``+5`` or ``5_000``), a string is a string (never a null, a number, an object
+or text with control characters such as a trailing newline) of bounded length, a list holds
+strings, and objects are JSON objects.  Then a strict pydantic model (``extra="forbid"``)
+checks types and bounds.  Errors name the key and never echo the value.
+
+Patterns on domain values live in components/config_types.py; they use full matches with
+ASCII classes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Annotated, Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, create_model
+
+MAX_STR = 1024  # any plain string value (a hostname is 253, a host key ~100)
+MAX_SECRET_STR = 16384  # an SSH private key
+MAX_ITEMS = 64
+_INT = re.compile(r"-?[0-9]{1,9}", re.ASCII)
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # pydantic's (Rust) regex: $ is the very end, no final-newline slack
+
+PlainStr = Annotated[StrictStr, Field(max_length=MAX_STR, pattern=_NO_CONTROL)]
+SecretStr = Annotated[StrictStr, Field(max_length=MAX_SECRET_STR)]
+StrList = Annotated[list[PlainStr], Field(max_length=MAX_ITEMS)]
+JsonObject = dict[StrictStr, Any]
+
+
+class RawError(Exception):
+    """A raw value of the wrong type or size: ``key`` (dotted path) and a value-free problem."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        super().__init__(problem)
+        self.key, self.problem, self.fix = key, problem, fix
+
+
+_KIND_FIX = {
+    "str": ("is not a plain string", "set a single-line string"),
+    "bool": ("is not a boolean", "use true or false"),
+    "int": ("is not an integer", "use a whole number written in ASCII digits"),
+    "list": ("is not a list of strings", "set it as a YAML list of strings in the stack file"),
+    "object": ("is not a mapping", "set it as a YAML mapping in the stack file"),
+}
+
+
+def from_wire(key: str, kind: str, raw: Any) -> Any:
+    """The engine's wire value (a string) as the key's Python type, without coercion."""
+    problem, fix = _KIND_FIX[kind]
+    if raw is None:
+        raise RawError(key, "is null", fix)
+    if kind == "str":
+        return raw  # the model checks that it is a string
+    if kind == "bool":
+        if raw in ("true", "false", True, False):
+            return raw in ("true", True)
+        raise RawError(key, problem, fix)
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise RawError(key, problem, fix)
+        if isinstance(raw, int) or (isinstance(raw, str) and _INT.fullmatch(raw)):
+            return int(raw)
+        raise RawError(key, problem, fix)
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            raise RawError(key, problem, fix) from None
+    return value
+
+
+@lru_cache(maxsize=None)
+def model(keys: tuple[tuple[str, str, bool], ...]) -> type[BaseModel]:
+    """A strict model of (name, kind, secret) keys, all optional here (required-ness is checked
+    by the loader, which knows where each key is set)."""
+    types = {"bool": StrictBool, "int": StrictInt, "list": StrList, "object": JsonObject}
+    fields: dict[str, Any] = {}
+    for name, kind, secret in keys:
+        typ = (SecretStr if secret else PlainStr) if kind == "str" else types[kind]
+        fields[name] = (typ | None, None)
+    return create_model("RawConfig", __config__=ConfigDict(strict=True, extra="forbid", frozen=True), **fields)
+
+
+def validate(keys: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (already from_wire) checked against the strict model of ``keys`` (KEYS)."""
+    spec = tuple((name, k.kind, k.secret) for name, k in keys.items())
+    try:
+        checked = model(spec).model_validate(dict(values))
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        loc = [str(p) for p in first["loc"]]
+        name = loc[0]
+        kind = keys[name].kind if name in keys else "str"
+        problem, fix = _KIND_FIX[kind]
+        if first["type"] in ("string_too_long", "too_long"):
+            problem = f"is too long (at most {MAX_SECRET_STR if keys[name].secret else MAX_STR} characters)" \
+                if first["type"] == "string_too_long" else f"has too many items (at most {MAX_ITEMS})"
+        elif first["type"] == "string_pattern_mismatch":
+            problem = "contains a control character (a newline, a tab, ...)"
+        raise RawError(".".join(loc[:1] + [p for p in loc[1:] if not p.isdigit()]), problem, fix) from None
+    return {k: v for k, v in checked.model_dump().items() if k in values}
+
+
+class LegacyRaw(BaseModel):
+    """The ``legacy`` object: every field a plain string but the port."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    host: PlainStr
+    hostKey: PlainStr
+    dbHost: PlainStr
+    dbName: PlainStr
+    dbUser: PlainStr
+    dbPort: StrictInt | None = None
+    logsDir: PlainStr | None = None
+    hieraFile: PlainStr | None = None
+    pgService: PlainStr | None = None
+
+
+def legacy(raw: Mapping[str, Any], hints: Mapping[str, str]) -> LegacyRaw:
+    try:
+        return LegacyRaw.model_validate(dict(raw))
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = str(first["loc"][0])
+        if first["type"] == "extra_forbidden":
+            raise RawError(f"legacy.{field}", "unknown key", f"use only {', '.join(hints)}") from None
+        if first["type"] == "missing":
+            raise RawError(f"legacy.{field}", f"missing ({hints[field]})", "add it to the legacy object in the stack file") from None
+        kind = "int" if field == "dbPort" else "str"
+        problem, fix = _KIND_FIX[kind]
+        if first["type"] == "string_pattern_mismatch":
+            problem = "contains a control character (a newline, a tab, ...)"
+        raise RawError(f"legacy.{field}", problem, fix) from None
