@@ -436,7 +436,7 @@ def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str],
           read_secret: Callable[[str], str] | None) -> tuple[InstanceConfig, Secrets]:
     prefix = f"{PROJECT}:"
     for key, spec in KEYS.items():
-        if spec.required and (key not in raw or raw[key] in ("", None)):
+        if spec.required and (key not in raw or raw[key] is None or (isinstance(raw[key], str) and not raw[key].strip())):
             how = f"pulumi config set --secret {key} <value>" if spec.secret else f"pulumi config set {key} <value>"
             raise ConfigError(key, f"missing ({spec.help})", f"set it with `{how}`")
         if spec.secret and key in raw and not is_secret(prefix + key):

@@ -13,9 +13,14 @@ from tools import mockrun, preview, stackconfig
 CORPUS = yaml.safe_load((Path(__file__).parent / "bad_inputs" / "corpus.yaml").read_text())
 
 
-def test_the_corpus_is_big_enough():
-    assert len(CORPUS) >= 40
+def test_the_corpus_is_big_enough_and_covers_every_class():
+    assert len(CORPUS) >= 150
     assert len({c["name"] for c in CORPUS}) == len(CORPUS), "case names must be unique"
+    classes = {}
+    for case in CORPUS:
+        classes[case.get("class", "original")] = classes.get(case.get("class", "original"), 0) + 1
+    # the mechanisms of issue 11: look-alike values, endpoints/paths, managed values, secrets, canary
+    assert {"lookalike", "endpoint-path", "managed", "secret", "canary"} <= set(classes), classes
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c["name"] for c in CORPUS])
