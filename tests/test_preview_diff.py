@@ -1,10 +1,11 @@
 """Offline preview diff and the CI's touched-stack selection."""
 
+import functools
 import io
 import subprocess
 import sys
 
-from tools import preview_diff, touched_stacks
+from tools import cli, preview_diff, touched_stacks
 
 STACKS = ["main", "search", "test-k8s"]
 
@@ -69,3 +70,17 @@ def test_gitlab_ci_runs_the_tests_and_previews_touched_stacks():
     assert "tools.touched_stacks --base" in preview_script and "pulumi preview --diff" in preview_script
     assert "tools.preview_diff --base" in "\n".join(ci["offline-preview-diff"]["script"])
     assert ci["variables"]["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
+
+
+def test_a_working_tree_that_does_not_render_is_one_line_with_the_preview_exit_code(monkeypatch):
+    for code in (2, 1):
+        failure = preview_diff.RenderFailure(code, "search: airflow:phase: 'x' is not a phase\nsecond line")
+        monkeypatch.setattr(preview_diff, "render_tree", lambda tree, out: failure)
+        err = io.StringIO()
+        assert cli.run(functools.partial(preview_diff.main, stdout=io.StringIO(), stderr=err), ["--base", "HEAD"], stderr=err) == code
+        assert err.getvalue() == "error: the working tree does not render: search: airflow:phase: 'x' is not a phase second line\n"
+
+
+def test_touched_stacks_with_an_unknown_base_is_one_line(capsys):
+    assert cli.run(touched_stacks.main, ["--base", "no-such-rev"]) == 2
+    assert capsys.readouterr().err == "error: git diff against 'no-such-rev' failed\n"

@@ -1,8 +1,9 @@
 """The rollout command: canary first, then the rest one by one, stopping at the first failure."""
 
+import functools
 import io
 
-from tools import rollout
+from tools import cli, rollout
 
 
 class Recorder:
@@ -67,3 +68,31 @@ def test_without_the_pulumi_cli_it_says_so_in_one_line(monkeypatch):
 
 def test_canary_comes_from_project_config():
     assert rollout.canary_stack() == "test-k8s"
+
+
+def guarded(argv, **kwargs):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(functools.partial(rollout.main, stdout=out, stderr=err, **kwargs), argv, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_project_without_a_canary_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "Pulumi.yaml").write_text("name: airflow\nruntime: python\nconfig: {}\n")
+    monkeypatch.setattr(rollout, "ROOT", tmp_path)
+    monkeypatch.setattr(rollout.stackconfig, "stacks", lambda root=tmp_path: ["search"])
+    assert guarded([], runner=Recorder()) == (
+        2, "", "error: Pulumi.yaml names no canary stack (config: canaryStack); the rollout starts with it\n")
+
+
+def test_a_bug_is_one_line_and_exit_1_before_any_stack_is_touched(monkeypatch):
+    monkeypatch.setattr(rollout, "canary_stack", lambda root=None: 1 / 0)
+    rec = Recorder()
+    code, out, err = guarded([], runner=rec)
+    assert (code, out, rec.calls) == (1, "", [])
+    assert err == ("error: internal error (a bug, please report it): ZeroDivisionError: division by zero; "
+                   "rerun with --debug for the traceback\n")
+
+
+def test_a_failing_stack_is_a_failed_rollout_not_a_bug():
+    code, out, err = guarded([], runner=Recorder(fail_on={"search"}))
+    assert code == 1 and err == "" and "!!! search failed: error: search release timed out" in out

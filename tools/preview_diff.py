@@ -11,30 +11,43 @@ both sides (no passphrase is used), so the diff never shows one.
 
 from __future__ import annotations
 
+import sys
+
+from tools import cli
+
+if __name__ == "__main__":  # first thing: the guard (tools/cli.py) covers the imports below too
+    sys.exit(cli.run_module("tools.preview_diff"))
+
 import argparse
 import difflib
 import os
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def render_tree(tree: Path, out: Path) -> str | None:
-    """Render every stack of the checkout at ``tree`` into ``out``; an error text or None."""
+class RenderFailure(NamedTuple):
+    code: int  # the preview's exit code: 2 an input problem, 1 a bug
+    line: str  # its last line, without the "error: " prefix
+
+
+def render_tree(tree: Path, out: Path) -> RenderFailure | None:
+    """Render every stack of the checkout at ``tree`` into ``out``; the failure or None."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     env["PYTHONPATH"] = str(tree)
     proc = subprocess.run(
         [sys.executable, "-m", "tools.preview", "--all", "--no-inputs", "--out", str(out)],
         cwd=tree, env=env, capture_output=True, text=True, timeout=600,
     )
-    if proc.returncode != 0:
-        return (proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout).strip() else f"exit {proc.returncode}"
-    return None
+    if proc.returncode == 0:
+        return None
+    text = (proc.stderr or proc.stdout).strip()
+    line = text.splitlines()[-1] if text else f"exit {proc.returncode}"
+    return RenderFailure(proc.returncode, line.removeprefix("error: "))
 
 
 def checkout(rev: str, dest: Path) -> None:
@@ -78,6 +91,7 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Tex
     parser = argparse.ArgumentParser(prog="python -m tools.preview_diff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD~1", help="git revision to compare with (default HEAD~1)")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything differs")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"], cwd=ROOT, capture_output=True, text=True)
     if rev.returncode != 0:
@@ -89,17 +103,15 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Tex
         base_tree.mkdir()
         checkout(args.base, base_tree)
         base_out, head_out = tmp_path / "base", tmp_path / "head"
-        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() else "no offline preview at that revision"
+        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() \
+            else RenderFailure(2, "no offline preview at that revision")
         head_error = render_tree(ROOT, head_out)
         if head_error:
-            stderr.write(f"error: the working tree does not render: {head_error}\n")
-            return 2
+            stderr.write(f"error: the working tree does not render: {cli.one_line(head_error.line)}\n")
+            return cli.BUG_EXIT if head_error.code == cli.BUG_EXIT else cli.INPUT_EXIT
         if base_error:
-            stdout.write(f"note: base {args.base} did not render ({base_error}); showing the working tree as additions\n")
+            stdout.write(f"note: base {args.base} did not render ({cli.one_line(base_error.line)}); showing the working tree as additions\n")
         changed = diff_dirs(base_out, head_out, stdout)
         stdout.write(f"== {changed} rendered file(s) differ between {args.base} and the working tree\n")
     return 1 if (args.exit_code and changed) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

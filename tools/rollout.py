@@ -12,9 +12,15 @@ stop-on-failure logic without the CLI.
 
 from __future__ import annotations
 
+import sys
+
+from tools import cli
+
+if __name__ == "__main__":  # first thing: the guard (tools/cli.py) covers the imports below too
+    sys.exit(cli.run_module("tools.rollout"))
+
 import argparse
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
@@ -47,8 +53,12 @@ class Result:
 
 def canary_stack(root: Path = ROOT) -> str:
     project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
-    spec = project["config"]["canaryStack"]
-    return spec.get("value", spec.get("default")) if isinstance(spec, dict) else spec
+    config = project.get("config") if isinstance(project, dict) else None
+    spec = config.get("canaryStack") if isinstance(config, dict) else None
+    value = spec.get("value", spec.get("default")) if isinstance(spec, dict) else spec
+    if not isinstance(value, str) or not value:
+        raise RolloutError("Pulumi.yaml names no canary stack (config: canaryStack); the rollout starts with it")
+    return value
 
 
 def rollout_order(stacks: Sequence[str], canary: str) -> list[str]:
@@ -98,6 +108,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None, stdout: Te
     parser = argparse.ArgumentParser(prog="python -m tools.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stacks", nargs="+", help="stacks to roll out (default: all)")
     parser.add_argument("--preview", action="store_true", help="pulumi preview --diff instead of up")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     known = stackconfig.stacks(ROOT)
     stacks = args.stacks or known
@@ -116,6 +127,3 @@ def main(argv: list[str] | None = None, runner: Runner | None = None, stdout: Te
         return 0
     return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

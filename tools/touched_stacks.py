@@ -9,10 +9,16 @@ tools) touch none.  Prints one stack a line.
 
 from __future__ import annotations
 
+import sys
+
+from tools import cli
+
+if __name__ == "__main__":  # first thing: the guard (tools/cli.py) covers the imports below too
+    sys.exit(cli.run_module("tools.touched_stacks"))
+
 import argparse
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +42,7 @@ def touched(changed: Iterable[str], stacks: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.touched_stacks")
     parser.add_argument("--base", required=True)
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     diff = subprocess.run(["git", "diff", "--name-only", args.base, "--"], cwd=ROOT, capture_output=True, text=True)
     if diff.returncode != 0:
@@ -45,6 +52,3 @@ def main(argv: list[str] | None = None) -> int:
         print(stack)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
