@@ -166,11 +166,14 @@ def run_module(module: str, *args: str, patch: str = "") -> subprocess.Completed
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+BUG_IN_STACKCONFIG_LOAD = "import tools.stackconfig as m; m.load = lambda *a, **k: 1 / 0"
 BUG_IN_STACKCONFIG_STACKS = "import tools.stackconfig as m; m.stacks = lambda *a, **k: 1 / 0"
 BUG_IN_SUBPROCESS = "import subprocess; subprocess.run = lambda *a, **k: 1 / 0"
 
 COMMANDS = {
     # module: (arguments, the planted bug, arguments that are an input problem, its line)
+    "tools.preview": (["-s", "search"], BUG_IN_STACKCONFIG_LOAD, ["-s", "search", "--out"],
+                      "error: python -m tools.preview: argument --out: expected one argument (see python -m tools.preview --help)\n"),
     "tools.rollout": (["--preview"], BUG_IN_STACKCONFIG_STACKS, ["--stacks"],
                       "error: python -m tools.rollout: argument --stacks: expected at least one argument (see python -m tools.rollout --help)\n"),
     "tools.preview_diff": (["--base", "HEAD"], BUG_IN_SUBPROCESS, ["--base"],

@@ -72,6 +72,17 @@ def test_gitlab_ci_runs_the_tests_and_previews_touched_stacks():
     assert ci["variables"]["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
 
 
+def test_the_preview_manifest_is_not_a_rendered_file(tmp_path):
+    from tools import preview
+
+    assert preview_diff.PREVIEW_MANIFEST == preview.MANIFEST
+    for side, listed in (("a", "tree.txt"), ("b", "tree.txt\nhelm/x.yaml")):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "tree.txt").write_text("same\n")
+        (tmp_path / side / preview.MANIFEST).write_text(f"{preview.MANIFEST_HEADER}\n{listed}\n")
+    assert preview_diff.diff_dirs(tmp_path / "a", tmp_path / "b", io.StringIO()) == 0
+
+
 def test_a_working_tree_that_does_not_render_is_one_line_with_the_preview_exit_code(monkeypatch):
     for code in (2, 1):
         failure = preview_diff.RenderFailure(code, "search: airflow:phase: 'x' is not a phase\nsecond line")

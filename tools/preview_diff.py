@@ -59,10 +59,15 @@ def checkout(rev: str, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
+# tools/preview.py MANIFEST: the preview's list of what it wrote, not a rendered file
+PREVIEW_MANIFEST = ".preview-manifest"
+
+
 def files_of(base: Path) -> dict[str, str]:
     if not base.is_dir():
         return {}
-    return {str(p.relative_to(base)): p.read_text(encoding="utf-8", errors="replace") for p in sorted(base.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(base)): p.read_text(encoding="utf-8", errors="replace") for p in sorted(base.rglob("*"))
+            if p.is_file() and p.name != PREVIEW_MANIFEST}
 
 
 def diff_dirs(old: Path, new: Path, out: TextIO) -> int:
