@@ -134,7 +134,9 @@ def legacy(raw: Mapping[str, Any], hints: Mapping[str, str]) -> LegacyRaw:
     try:
         return LegacyRaw(_LEGACY.validate_python(dict(raw)))
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
+        errors = exc.errors(include_input=False, include_url=False)
+        # an unknown key first: it is usually the misspelling behind a "missing" one
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         field = str(first["loc"][0])
         if first["type"] == "extra_forbidden":
             raise RawError(f"legacy.{field}", "unknown key", f"use only {', '.join(hints)}") from None
