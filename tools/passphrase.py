@@ -28,7 +28,10 @@ class PassphraseError(Exception):
 
 
 def _b64d(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, AttributeError):  # binascii.Error, UnicodeEncodeError, not a string
+        raise PassphraseError("a value is not valid base64") from None
 
 
 def _b64e(data: bytes) -> str:
@@ -55,16 +58,20 @@ class Crypter:
             raise PassphraseError("ciphertext is not in the v1:<nonce>:<data> format")
         try:
             return AESGCM(self.key).decrypt(_b64d(parts[1]), _b64d(parts[2]), None).decode("utf-8")
-        except (InvalidTag, ValueError) as exc:
+        except (InvalidTag, ValueError, PassphraseError) as exc:
             raise PassphraseError("cannot decrypt: wrong passphrase or corrupted value") from exc
 
 
 def crypter_from_salt(passphrase: str, encryption_salt: str) -> Crypter:
     """Unlock a stack file's ``encryptionsalt``; raise PassphraseError on a wrong passphrase."""
-    parts = encryption_salt.split(":", 2)
+    parts = encryption_salt.split(":", 2) if isinstance(encryption_salt, str) else []
     if len(parts) != 3 or parts[0] != "v1":
         raise PassphraseError("encryptionsalt is not in the v1:<salt>:<check> format")
-    crypter = Crypter(_derive(passphrase, _b64d(parts[1])))
+    try:
+        salt = _b64d(parts[1])
+    except PassphraseError:
+        raise PassphraseError("encryptionsalt is not in the v1:<salt>:<check> format") from None
+    crypter = Crypter(_derive(passphrase, salt))
     try:
         check = crypter.decrypt(parts[2])
     except PassphraseError:
@@ -82,12 +89,21 @@ def new_salt(passphrase: str, salt: bytes | None = None) -> tuple[str, Crypter]:
 
 
 def passphrase_from_env(env: dict[str, str] | None = None) -> str | None:
-    """PULUMI_CONFIG_PASSPHRASE, else the (whitespace-trimmed) PULUMI_CONFIG_PASSPHRASE_FILE."""
+    """PULUMI_CONFIG_PASSPHRASE, else the (whitespace-trimmed) PULUMI_CONFIG_PASSPHRASE_FILE.
+
+    A file that cannot be read or is not UTF-8 text is a one-line PassphraseError."""
     env = dict(os.environ) if env is None else env
     if "PULUMI_CONFIG_PASSPHRASE" in env:
         return env["PULUMI_CONFIG_PASSPHRASE"]
     path = env.get("PULUMI_CONFIG_PASSPHRASE_FILE")
     if path:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise PassphraseError(f"PULUMI_CONFIG_PASSPHRASE_FILE: cannot read it ({exc.strerror or type(exc).__name__})") from None
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise PassphraseError("PULUMI_CONFIG_PASSPHRASE_FILE: not UTF-8 text") from None
     return None
