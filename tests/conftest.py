@@ -66,3 +66,14 @@ def stack(request) -> str:
 # provider plugins (components/buckets.py); a prepared deployment-server shell has them.
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+
+
+@pytest.fixture(autouse=True)
+def _secrets_masked_per_test():
+    """The command guard masks every decrypted secret a process has seen (tools/cli.py): right
+    for one command per process, but tests run many in one process, so each starts afresh."""
+    from tools import cli
+
+    cli._secrets.clear()
+    yield
+    cli._secrets.clear()
