@@ -18,32 +18,25 @@ from cryptography.hazmat.primitives import serialization
 from components.config_errors import ConfigError
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
-
 _HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", re.ASCII)
-
 _CHART_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$", re.ASCII)
 
 # app.version as published by the airflow image pipeline (wmf-charts.md 4.3):
 # airflow-<airflowVersion>-py<python>-<YYYY-MM-DD-HHMMSS>-<40-hex git sha>@sha256:<64-hex digest>
 _IMAGE_VERSION = re.compile(
     r"^airflow-(?P<airflow>\d+\.\d+\.\d+)-py(?P<python>\d+\.\d+)-"
-    r"(?P<built>\d{4}-\d{2}-\d{2}-\d{6})-(?P<sha>[0-9a-f]{40})@sha256:(?P<digest>[0-9a-f]{64})$"
-, re.ASCII)
-
+    r"(?P<built>\d{4}-\d{2}-\d{2}-\d{6})-(?P<sha>[0-9a-f]{40})@sha256:(?P<digest>[0-9a-f]{64})$", re.ASCII)
 _LDAP_GROUP = re.compile(r"^[a-z][-a-z0-9_]*$", re.ASCII)
-
 _PRINCIPAL_PRIMARY = re.compile(r"^[a-z][-a-z0-9_]*$", re.ASCII)
-
 _REALM = re.compile(r"^[A-Z][A-Z0-9.-]*$", re.ASCII)
-
 _FERNET = re.compile(r"^[A-Za-z0-9_-]{43}=$", re.ASCII)
-
 _HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
 # The longest derived name bounds the instance name: the S3 bucket
 # "postgresql-airflow-<instance>.<environment>" must fit in 63 characters, and the
 # pooler Service "postgresql-airflow-<instance>-pooler-rw" is a 63-character DNS-1035 label.
 MAX_INSTANCE_LEN = 30
+
 
 def dns_label(key: str, value: str, max_len: int = 63) -> str:
     if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value) or len(value) > max_len:
@@ -53,6 +46,7 @@ def dns_label(key: str, value: str, max_len: int = 63) -> str:
             "use lowercase letters, digits and '-', starting with a letter (e.g. search)",
         )
     return value
+
 
 def hostname(key: str, value: str) -> str:
     labels = value.split(".") if isinstance(value, str) else []
@@ -69,6 +63,7 @@ def hostname(key: str, value: str) -> str:
         )
     return value
 
+
 def https_url(key: str, value: str) -> str:
     m = re.fullmatch(r"^(?P<scheme>[a-z]+)://(?P<host>[^/:]+)(:\d+)?(/.*)?$", value or "", re.ASCII)
     if not m or m.group("scheme") != "https":
@@ -78,14 +73,17 @@ def https_url(key: str, value: str) -> str:
     hostname(key, m.group("host"))
     return value
 
+
 def chart_version(key: str, value: str) -> str:
     if not isinstance(value, str) or not _CHART_VERSION.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not a chart version", "use MAJOR.MINOR.PATCH, e.g. 0.0.177")
     return value
 
+
 def version_tuple(value: str) -> tuple[int, int, int]:
     major, minor, patch = (int(p) for p in value.split("."))
     return (major, minor, patch)
+
 
 def image_version(key: str, value: str) -> str:
     if not isinstance(value, str) or not _IMAGE_VERSION.fullmatch(value):
@@ -96,23 +94,28 @@ def image_version(key: str, value: str) -> str:
         )
     return value
 
+
 def ldap_group(key: str, value: str) -> str:
     if not _LDAP_GROUP.fullmatch(value):
         raise ConfigError(key, f"{value!r} is not an LDAP group name", "use lowercase letters, digits, '-' and '_'")
     return value
+
 
 def _in_range(key: str, value: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(key, f"{value} is outside {low}..{high}", f"pick a value between {low} and {high}")
     return value
 
+
 def _must_match(key: str, value: str, pattern: str, problem: str, fix: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(pattern, value, re.ASCII):
         raise ConfigError(key, problem, fix)
     return value
 
+
 def _unix_user(key: str, value: str) -> str:
     return _must_match(key, value, r"^[a-z_][a-z0-9_-]{0,31}$", f"{value!r} is not a UNIX user name", "use lowercase letters, digits, '-' and '_'")
+
 
 def _host_key(key: str, value: str) -> str:
     """An SSH host public key the provider can parse, as ``<type> <base64>`` (``ssh-keyscan``).
@@ -141,8 +144,10 @@ def _host_key(key: str, value: str) -> str:
         raise ConfigError(key, f"is not a valid {parts[0]} public key (its base64 does not decode to one)", fix) from None
     return value
 
+
 def _quantity(key: str, value: str) -> str:
     return _must_match(key, value, r"^[1-9][0-9]*(Mi|Gi|Ti)$", f"{value!r} is not a storage size", "use e.g. 15Gi")
+
 
 def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict[str, str]:
     out = {}
@@ -152,14 +157,17 @@ def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict
         out[k] = str(v)
     return out
 
+
 def _image_tag(key: str, value: str) -> str:
     return _must_match(key, value, r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$",
                        f"{value!r} is not an image tag", "use <tag> or <tag>@sha256:<64-hex digest>")
+
 
 def _abs_path(key: str, value: str) -> str:
     if not value.startswith("/") or any(c in value for c in "\n\0"):
         raise ConfigError(key, f"{value!r} is not an absolute path", "e.g. /etc/kubernetes")
     return value.rstrip("/") or "/"
+
 
 def _logs_dir(key: str, value: str) -> str:
     """The legacy log tree to upload: absolute, normalised, not / and not a system tree.
@@ -174,6 +182,7 @@ def _logs_dir(key: str, value: str) -> str:
         raise ConfigError(key, f"{value!r} has characters outside letters, digits and ._/@+-", "e.g. /srv/airflow-search/logs")
     return value
 
+
 def https_endpoint(key: str, value: str) -> str:
     """``https://host[:port]``: no path, query, user or fragment (the S3 endpoint and s3cmd host_base)."""
     m = re.fullmatch(r"https://(?P<host>[a-z0-9.-]+)(:(?P<port>[0-9]{1,5}))?", value, re.ASCII)
@@ -181,8 +190,8 @@ def https_endpoint(key: str, value: str) -> str:
         raise ConfigError(key, f"{value!r} is not https://<host>[:<port>]", "e.g. https://rgw.eqiad.dpe.anycast.wmnet (no path)")
     hostname(key, m.group("host"))
     return value
-
 PG_SPEC_OVERRIDABLE = ("resources", "affinity", "priorityClassName")
+
 
 def _pg_spec_overrides(spec: Mapping[str, Any]) -> dict[str, Any]:
     for key in spec:
