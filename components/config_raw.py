@@ -24,6 +24,8 @@ from pydantic_core import SchemaValidator, ValidationError, core_schema as cs
 MAX_STR = 1024  # any plain string value (a hostname is 253, a host key ~100)
 MAX_SECRET_STR = 16384  # an SSH private key
 MAX_ITEMS = 64
+MAX_DEPTH = 32  # as the stack-file reader (tools/stackyaml.py)
+MAX_OBJECT_JSON = 256 * 1024  # an object or list value, as JSON
 _INT = re.compile(r"-?[0-9]{1,9}", re.ASCII)
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"  # pydantic-core's (Rust) regex: $ is the very end, no final-newline slack
 
@@ -75,11 +77,23 @@ def from_wire(key: str, kind: str, raw: Any) -> Any:
         raise RawError(key, problem, fix)
     value = raw
     if isinstance(raw, str):
+        if len(raw) > MAX_OBJECT_JSON:
+            raise RawError(key, f"is too large (at most {MAX_OBJECT_JSON // 1024} KiB as JSON)", fix)
         try:
             value = json.loads(raw)
         except (json.JSONDecodeError, RecursionError):
             raise RawError(key, problem, fix) from None
+    if _depth(value) > MAX_DEPTH:
+        raise RawError(key, f"is nested deeper than {MAX_DEPTH} levels", fix)
     return value
+
+
+def _depth(node: Any, level: int = 0) -> int:
+    """How deep ``node`` nests (stops counting past MAX_DEPTH, so it never recurses far)."""
+    if level > MAX_DEPTH or not isinstance(node, (dict, list)):
+        return level
+    children = node.values() if isinstance(node, dict) else node
+    return max((_depth(child, level + 1) for child in children), default=level + 1)
 
 
 @lru_cache(maxsize=None)

@@ -152,7 +152,8 @@ def _quantity(key: str, value: str) -> str:
 def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict[str, str]:
     out = {}
     for k, v in params.items():
-        if not re.fullmatch(r"^[a-z_][a-z0-9_.]*$", k, re.ASCII) or isinstance(v, (dict, list)):
+        if (not re.fullmatch(r"^[a-z_][a-z0-9_.]{0,62}$", k, re.ASCII) or isinstance(v, (dict, list)) or v is None
+                or not re.fullmatch(r"[^\x00-\x1f\x7f]{0,256}", str(v), re.ASCII)):
             raise ConfigError(key, f"{k!r} is not a postgresql.conf parameter with a scalar value", "e.g. {max_connections: \"200\"}")
         out[k] = str(v)
     return out
