@@ -132,7 +132,7 @@ POOLER_INSTANCES = 3
 # data volume: pg_dump/pg_restore over the network at a pessimistic 10 MiB/s (~100 s/GiB; the
 # 2-core measurement moved 200 MB in 4-6 s, kerberos-postgres-study.md section 5), then the
 # replicas' pg_basebackup (~20 s/GiB), plus 30 min.  airflow-main (pgStorageSize 100Gi): 16,800 s
-# (4 h 40 min); search (30Gi): 5,400 s.
+# (4 h 40 min); search (30Gi): 6,300 s.
 READY_BASE_SECONDS = 1800
 READY_SECONDS_PER_GIB = 150
 
