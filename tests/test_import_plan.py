@@ -1,0 +1,194 @@
+"""`./dev import-plan`: the `pulumi import --file` plan of a stack, checked against its render.
+
+The file is read back the way the CLI reads it (pulumi/pulumi pkg/cmd/pulumi/operations/import.go,
+``parseImportFile``): a parent or provider name resolves in ``nameTable`` or among the file's own
+entries, and each entry's URN is built from its parent's type chain and its name, so it must be
+the URN the program registers."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import cli, import_plan, preview, stackconfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "airflow"
+
+
+def run_cli(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    return subprocess.run([sys.executable, "-m", "tools.import_plan", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def plan_of(stack):
+    run = preview.render(stack, None)
+    return run, import_plan.build(run, stack)
+
+
+def resolve(doc, stack):
+    """name -> URN for every entry, as parseImportFile computes them; fails on what it rejects."""
+    table = doc.get("nameTable") or {}
+    entries = doc["resources"]
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), "ambiguous names"
+    urns = dict(table)
+    pending = list(entries)
+    while pending:
+        progressed = False
+        for entry in list(pending):
+            parent = entry.get("parent")
+            if parent and parent not in urns:
+                assert parent in names, f"{entry['name']}: parent {parent} resolves nowhere"
+                continue
+            if parent:
+                parent_type = urns[parent].split("::")[2]
+                qualified = f"{parent_type}${entry['type']}"
+            else:
+                qualified = entry["type"]
+            urn = f"urn:pulumi:{stack}::{PROJECT}::{qualified}::{entry['name']}"
+            assert urn not in urns.values(), f"{entry['name']}: ambiguous URN"
+            urns[entry["name"]] = urn
+            pending.remove(entry)
+            progressed = True
+        assert progressed, "parents form a cycle"
+    return urns
+
+
+def check_plan(stack, run, plan):
+    doc = json.loads(json.dumps(plan.document()))  # what the file holds
+    regs = {r.urn: r for r in run.monitor.registered()}
+    urns = resolve(doc, stack)
+    entries = {e["name"]: e for e in doc["resources"]}
+
+    # exactly the managed Kubernetes objects and the buckets of the render
+    managed = {r.urn for r in regs.values()
+               if r.custom and not r.read and not r.type.startswith("pulumi:providers:")
+               and (r.type.startswith("kubernetes:") or r.type == import_plan.BUCKET_TYPE)}
+    imported = {urns[e["name"]] for e in doc["resources"] if "id" in e}
+    assert imported == managed
+    assert not any(regs[u].type.startswith(("command:", "random:")) for u in imported)
+    assert any(r.read for r in regs.values())  # reads exist and are not in the plan
+
+    for entry in doc["resources"]:
+        reg = regs[urns[entry["name"]]]  # every URN the import builds is the program's
+        assert reg.type == entry["type"]
+        # its parent and provider are the program's, by name through the file's resolution
+        assert (urns[entry["parent"]] if "parent" in entry else run.monitor.stack_urn) == reg.parent
+        if "provider" in entry:
+            provider = entries[entry["provider"]]
+            assert provider["type"].startswith("pulumi:providers:") and "id" not in provider
+            assert reg.provider.rsplit("::", 1)[0] == urns[entry["provider"]]
+        elif "id" in entry:
+            assert not reg.provider  # no resource falls back to a default provider silently
+        if entry.get("component"):
+            assert not reg.custom and "id" not in entry
+        if entry["type"].startswith("pulumi:providers:"):
+            assert "id" not in entry and not entry.get("component")
+            assert entry["inputs"] == {k: v for k, v in reg.inputs.items() if k not in plan.omitted_inputs.get(reg.name, [])}
+
+    # ids as specified
+    instance = stack
+    for entry in doc["resources"]:
+        if "id" not in entry:
+            continue
+        reg = regs[urns[entry["name"]]]
+        if reg.type == preview.RELEASE_TYPE:
+            assert entry["id"] == f"airflow-{instance}/production"
+        elif reg.type == import_plan.BUCKET_TYPE:
+            assert entry["id"] == reg.inputs["bucket"]
+            assert entry["id"] in (f"logs.airflow-{instance}.dse-k8s-eqiad", f"postgresql-airflow-{instance}.dse-k8s-eqiad")
+        else:
+            assert entry["id"] == f"airflow-{instance}/{reg.inputs['metadata']['name']}"
+    return doc
+
+
+@pytest.mark.parametrize("stack", ["search", "test-k8s"])
+def test_plan_lists_exactly_the_managed_objects_with_their_ids(stack):
+    run, plan = plan_of(stack)
+    doc = check_plan(stack, run, plan)
+    ids = {e["id"] for e in doc["resources"] if "id" in e}
+    assert f"airflow-{stack}/production" in ids
+    assert f"airflow-{stack}/postgresql-airflow-{stack}" in ids  # the CNPG Cluster
+    # the explicit providers are declared with the program's inputs: the deploy kubeconfig
+    k8s = [e for e in doc["resources"] if e["type"] == "pulumi:providers:kubernetes"]
+    assert len(k8s) == 1 and k8s[0]["inputs"]["kubeconfig"] == f"/etc/kubernetes/airflow-{stack}-deploy-dse-k8s-eqiad.config"
+    assert k8s[0]["version"]
+    excluded = {t for t, _, _ in plan.excluded}
+    assert excluded <= {"command:remote:Command", "random:index/randomPassword:RandomPassword", "random:index/randomBytes:RandomBytes"}
+    assert "command:remote:Command" in excluded
+
+
+def test_file_holds_no_secret_and_round_trips(tmp_path):
+    out = tmp_path / "plan.json"
+    proc = run_cli("-s", "search", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    doc = json.loads(text)
+    assert json.loads(json.dumps(doc)) == doc
+    run, plan = plan_of("search")
+    assert doc == json.loads(json.dumps(plan.document()))
+    check_plan("search", run, plan)
+    # the aws providers' generated keys are left out, and the file says so
+    for entry in doc["resources"]:
+        if entry["type"] == "pulumi:providers:aws":
+            assert "accessKey" not in entry["inputs"] and "secretKey" not in entry["inputs"]
+    assert any("accessKey, secretKey" in line for line in doc["comment"])
+    assert "[secret]" not in text
+    # one stdout line per entry and per excluded resource, then the total and the file
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(plan.entries) + len(plan.excluded) + 2
+    assert "kubernetes:helm.sh/v3:Release search-airflow-release: import id=airflow-search/production parent=search-airflow provider=search-k8s-deploy" in lines
+    assert lines[-1] == f"Wrote {out}"
+    # a second run replaces the file
+    assert run_cli("-s", "search", "--out", str(out)).returncode == 0
+    assert json.loads(out.read_text()) == doc
+
+
+def test_unknown_stack_is_one_line_exit_2():
+    proc = run_cli("-s", "no-such-stack")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: unknown stack 'no-such-stack'")
+
+
+def test_out_directory_is_refused_before_rendering(tmp_path):
+    proc = run_cli("-s", "search", "--out", str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: --out {tmp_path}: is a directory; give a file path\n"
+    missing = tmp_path / "nope" / "plan.json"
+    proc = run_cli("-s", "search", "--out", str(missing))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert not missing.parent.exists()
+
+
+def test_every_stack_gets_a_plan(tmp_path):
+    done = 0
+    for stack in stackconfig.stacks():
+        if stack.startswith("zz-broken-"):
+            continue  # test_preview.py's broken_stack_files, present while a concurrent run uses them
+        out = io.StringIO()
+        code = cli.run(lambda argv: import_plan.main(argv, stdout=out), ["-s", stack, "--out", str(tmp_path / f"{stack}.json")])
+        assert code == 0, stack
+        done += 1
+        doc = json.loads((tmp_path / f"{stack}.json").read_text())
+        run, plan = plan_of(stack)
+        check_plan(stack, run, plan)
+        assert sum(1 for e in doc["resources"] if "id" in e) >= 12, stack
+    assert done >= 13
+
+
+def test_runs_under_the_guard():
+    from tests.test_cli_guard import BUG_IN_STACKCONFIG_LOAD, BUG_LINE, run_module
+
+    proc = run_module("tools.import_plan", "-s", "search", patch=BUG_IN_STACKCONFIG_LOAD)
+    assert (proc.returncode, proc.stderr) == (1, BUG_LINE)
+    proc = run_cli("-s", "search", "--out")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == ("error: python -m tools.import_plan: argument --out: expected one argument "
+                           "(see python -m tools.import_plan --help)\n")
