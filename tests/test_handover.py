@@ -1,0 +1,33 @@
+"""The hand-over of a running instance from helmfile: ordered, ready commands, nothing deleted."""
+
+import shlex
+
+from components import handover
+from tests.conftest import stack_cfg
+
+
+def test_handover_is_six_ordered_steps_ending_with_the_helmfile_retirement():
+    steps = handover.steps(stack_cfg("search"))
+    assert [s["step"].split(":")[0] for s in steps] == [f"Take-over {i}/6" for i in range(1, 7)]
+    assert "helmfile.d/dse-k8s-services/airflow-search" in steps[-1]["key"]
+    assert "helmfile.d/dse-k8s-services/postgresql-airflow-search" in steps[-1]["key"]
+
+
+def test_helm_forgets_the_database_release_through_its_records_only():
+    snippet = handover.steps(stack_cfg("search"))[1]["snippet"]
+    commands = [shlex.split(line.split("#")[0]) for line in snippet.splitlines()]
+    deletes = [c for c in commands if "delete" in c]
+    # the only delete is of Helm's storage records of the database release: never the objects,
+    # never `helm uninstall` (which would delete the Cluster, and with it its volumes)
+    assert deletes == [["KUBECONFIG=/etc/kubernetes/airflow-search-deploy-dse-k8s-eqiad.config", "kubectl", "-n",
+                        "airflow-search", "delete", "secret", "-l", "owner=helm,name=postgresql-airflow-search"]]
+    assert "uninstall" not in snippet and "production" not in snippet
+
+
+def test_import_uses_the_plan_and_the_takeover_setting_is_switched_on_then_off():
+    steps = handover.steps(stack_cfg("search"))
+    assert "pulumi config set -s search takeover true" in steps[2]["snippet"]
+    assert "./dev import-plan -s search --out import-search.json" in steps[2]["snippet"]
+    assert "pulumi import -s search --file import-search.json" in steps[2]["snippet"]
+    assert "./dev takeover-diff -s search --live-values live-values.yaml" in steps[3]["snippet"]
+    assert "pulumi config set -s search takeover false" in steps[4]["snippet"]
