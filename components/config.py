@@ -118,6 +118,8 @@ KEYS: dict[str, Key] = {
     # migration of a legacy (VM) instance, in phases
     "phase": Key("str", help="migration phase: webserver | scheduler | database-import | database | complete"),
     "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
+    # taking over an instance helmfile deployed: its credentials come from config, none is generated
+    "takeover": Key("bool", help="true while taking over a running instance: every credential from config, none generated (default false)"),
     # secrets (pulumi config set --secret)
     "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
     "sshPrivateKey": Key("str", secret=True, required=True, help="SSH private key of sshUser"),
@@ -126,7 +128,25 @@ KEYS: dict[str, Key] = {
     "webserverSecretKey": Key("str", secret=True, help="Airflow webserver secret key (generated when absent)"),
     "legacyDbPassword": Key("str", secret=True, help="password of the legacy database user"),
     "privateValues": Key("object", secret=True, help="extra secret airflow chart values (connections, extra secrets)"),
+    # optional: the existing S3 key pairs of the two RGW users (a running instance's); generated
+    # (and protected) when absent.  Four string keys rather than one object per user: each is set
+    # with one `pulumi config set --secret KEY` prompt (never argv), is one `secure:` value, and a
+    # missing or malformed half is named exactly.
+    "airflowS3AccessKey": Key("str", secret=True, help="access key of RGW user airflow-<instance> (generated when absent)"),
+    "airflowS3SecretKey": Key("str", secret=True, help="secret key of RGW user airflow-<instance> (generated when absent)"),
+    "postgresqlS3AccessKey": Key("str", secret=True, help="access key of RGW user postgresql-airflow-<instance> (generated when absent)"),
+    "postgresqlS3SecretKey": Key("str", secret=True, help="secret key of RGW user postgresql-airflow-<instance> (generated when absent)"),
 }
+
+# The RGW users' key pairs in config: (user, access key, secret key, first phase that needs it).
+S3_KEY_PAIRS = (
+    ("airflow", "airflowS3AccessKey", "airflowS3SecretKey", "scheduler"),
+    ("postgresql", "postgresqlS3AccessKey", "postgresqlS3SecretKey", "database-import"),
+)
+# the shapes the RGW user script accepts (components/rgw_user.py): checked here first, so a bad
+# key is one config line before anything runs, not a failed remote Command
+_S3_ACCESS_KEY = re.compile(r"[A-Za-z0-9]{16,128}", re.ASCII)
+_S3_SECRET_KEY = re.compile(r"[A-Za-z0-9+/]{20,128}", re.ASCII)
 
 PHASES = ("webserver", "scheduler", "database-import", "database", "complete")
 # Phases where Airflow still uses the legacy database: only airflow charts <= 0.0.120 read
@@ -147,6 +167,15 @@ LEGACY_KEYS = {
 
 HADOOP_CLUSTERS = ("production", "test", "none")
 
+
+@dataclass(frozen=True)
+class S3KeyPair:
+    """An RGW user's S3 key pair, both halves secret Outputs."""
+
+    access_key: pulumi.Output[str]
+    secret_key: pulumi.Output[str]
+
+
 @dataclass(frozen=True)
 class Secrets:
     """Secret inputs from config; each is a secret ``pulumi.Output[str]`` (None: generate it)."""
@@ -157,6 +186,8 @@ class Secrets:
     webserver_secret_key: pulumi.Output[str] | None
     legacy_db_password: pulumi.Output[str] | None = None
     private_values: Mapping[str, Any] | None = None  # extra chart values, every leaf a secret Output
+    airflow_s3_keys: S3KeyPair | None = None  # RGW user airflow-<instance> (None: generate it)
+    postgresql_s3_keys: S3KeyPair | None = None  # RGW user postgresql-airflow-<instance> (None: generate it)
 
 
 @dataclass(frozen=True)
@@ -232,6 +263,8 @@ class InstanceConfig:
     # migration
     phase: str
     legacy: "Legacy | None"
+    # taking over a running instance: credentials only from config (checked at load)
+    takeover: bool = False
 
     @property
     def uses_external_db(self) -> bool:
@@ -488,8 +521,37 @@ def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str],
         chart_history=tuple(chart_version("chartHistory", v) for v in get("chartHistory", [])),
         phase=phase,
         legacy=legacy,
+        takeover=get("takeover", False),
     )
+    _check_credentials(raw, instance, phase, cfg.takeover)
     return cfg, _load_secrets(raw, typed, read_secret)
+
+
+def _check_credentials(raw: Mapping[str, Any], instance: str, phase: str, takeover: bool) -> None:
+    """Key pairs come whole; while taking over, every credential the phase uses comes from config.
+
+    Presence only (``raw``): an undecrypted secret of the offline preview counts as present."""
+    def fix(key: str) -> str:
+        return f"set it with `pulumi config set --secret -s {instance} {key}`"
+
+    for user, access, secret, _ in S3_KEY_PAIRS:
+        for have, lack in ((access, secret), (secret, access)):
+            if have in raw and lack not in raw:
+                raise ConfigError(lack, f"missing: {have} is set and the {user} RGW user's key pair needs both halves",
+                                  f"{fix(lack)}, or remove {have} to have the pair generated")
+    if not takeover:
+        return
+    # a generated credential would differ from the running instance's: the pods, the database's
+    # encrypted fields and the out-of-band backup keep using the old one
+    for key, what in (("fernetKey", "Fernet key (a new one makes every encrypted connection unreadable)"),
+                      ("webserverSecretKey", "webserver secret key")):
+        if key not in raw:
+            raise ConfigError(key, f"missing: takeover is on, so it must be the running instance's {what}, never generated", fix(key))
+    for user, access, secret, first_phase in S3_KEY_PAIRS:
+        if PHASES.index(phase) >= PHASES.index(first_phase) and access not in raw:
+            # (a lone secret key was refused above, so both halves are missing here)
+            raise ConfigError(access, f"missing: takeover is on, so the {user} RGW user's existing key pair must come "
+                                      f"from config (never generated; {secret} too)", fix(access))
 
 
 def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Mapping[str, Any], instance: str, chart: str) -> tuple[str, Legacy | None]:
@@ -598,6 +660,19 @@ def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret:
     if key_text is not None and not re.fullmatch(r"-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*", key_text, re.ASCII):
         raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
 
+    for _, access, secret, _ in S3_KEY_PAIRS:
+        if (value := typed.get(access)) is not None and not _S3_ACCESS_KEY.fullmatch(value):
+            raise ConfigError(access, "is not an RGW access key (16-128 letters and digits)",
+                              f"copy the user's access_key from `radosgw-admin user info`, or remove {access} and {secret} to have a pair generated")
+        if (value := typed.get(secret)) is not None and not _S3_SECRET_KEY.fullmatch(value):
+            raise ConfigError(secret, "is not an RGW secret key (20-128 letters, digits, '+' and '/')",
+                              f"copy the user's secret_key from `radosgw-admin user info`, or remove {access} and {secret} to have a pair generated")
+    pairs = [(typed.get(a), a) for _, a, _, _ in S3_KEY_PAIRS]
+    if pairs[0][0] is not None and pairs[0][0] == pairs[1][0]:
+        # the RGW script refuses an access key another user holds: say so before anything runs
+        raise ConfigError(pairs[1][1], f"is the same as {pairs[0][1]}: each RGW user has its own key pair",
+                          "copy the access_key of user postgresql-airflow-<instance> from `radosgw-admin user info`")
+
     private_values: Any = None
     if "privateValues" in typed:
         private_values = typed["privateValues"]
@@ -620,4 +695,11 @@ def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret:
         private_values=_secret_leaves(private_values) if private_values is not None else None,
         fernet_key=secret("fernetKey"),
         webserver_secret_key=secret("webserverSecretKey"),
+        airflow_s3_keys=_key_pair(secret, "airflowS3AccessKey", "airflowS3SecretKey"),
+        postgresql_s3_keys=_key_pair(secret, "postgresqlS3AccessKey", "postgresqlS3SecretKey"),
     )
+
+
+def _key_pair(secret: Callable[[str], pulumi.Output[str] | None], access: str, secret_key: str) -> S3KeyPair | None:
+    a, s = secret(access), secret(secret_key)
+    return None if a is None or s is None else S3KeyPair(access_key=a, secret_key=s)

@@ -6,22 +6,19 @@
 * Webserver secret key (``webserverSecretKey`` in config when shared with a legacy scheduler).
 * The S3 key pairs of the two RGW users: supplied to radosgw-admin, so a re-run converges on
   the same keys instead of adding new ones (Ceph adds generated keys to the user's keyring).
+  A running instance being taken over carries its users' existing pairs in config instead
+  (``airflowS3AccessKey``/``...SecretKey``, ``postgresqlS3...``); with ``takeover`` on nothing
+  here is ever called (config refuses a missing credential).
 
 All results are secret Outputs.  Protected: replacing any of them is refused by the engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pulumi
 import pulumi_random as random
 
-
-@dataclass(frozen=True)
-class S3KeyPair:
-    access_key: pulumi.Output[str]
-    secret_key: pulumi.Output[str]
+from components.config import S3KeyPair  # noqa: F401 - the pair type, shared with the config's pairs
 
 
 def fernet_from_base64(std_b64: str) -> str:

@@ -39,8 +39,18 @@ class AirflowInstance(pulumi.ComponentResource):
         precondition: list = [ns.checked]
 
         # --- generated secrets (protected: they must never change once created) ---
-        # A migrated instance carries its legacy fernet and webserver keys in config.
-        rnd = generated_secrets.random_provider(name, self)
+        # A migrated instance carries its legacy fernet and webserver keys in config, a taken-over
+        # one (cfg.takeover) every credential: config validation refused any missing one, so
+        # nothing is generated then.  The names of what is generated never depend on config, so a
+        # stack that generated its keys keeps exactly the same resources.
+        needs_airflow_s3 = cfg.phase_at_least("scheduler")
+        needs_pg_s3 = cfg.phase_at_least("database-import")
+        generates = (
+            secrets.fernet_key is None or secrets.webserver_secret_key is None
+            or (needs_airflow_s3 and secrets.airflow_s3_keys is None)
+            or (needs_pg_s3 and secrets.postgresql_s3_keys is None)
+        )
+        rnd = generated_secrets.random_provider(name, self) if generates else None
         fernet_key = secrets.fernet_key or generated_secrets.fernet_key(name, self, rnd)
         webserver_key = secrets.webserver_secret_key or generated_secrets.webserver_secret_key(name, self, rnd)
 
@@ -80,8 +90,10 @@ class AirflowInstance(pulumi.ComponentResource):
             )
 
         # --- phase scheduler onwards: S3 user and bucket for logs, Kerberos, log migration ---
-        if cfg.phase_at_least("scheduler"):
-            airflow_keys = generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
+        if needs_airflow_s3:
+            # the running user's pair from config (the RGW script then finds it and changes
+            # nothing), else a generated one
+            airflow_keys = secrets.airflow_s3_keys or generated_secrets.s3_key_pair(f"{name}-airflow-s3", self, rnd)
             logs_bucket = s3_user_and_bucket(f"{name}-rgw-airflow", cfg.airflow_s3_user, f"{name}-logs", cfg.logs_bucket, airflow_keys)
             keytab = KerberosKeytab(
                 f"{name}-kerberos",
@@ -118,8 +130,8 @@ class AirflowInstance(pulumi.ComponentResource):
 
         # --- phase database-import onwards: PostgreSQL (CloudNativePG) ---
         database = None
-        if cfg.phase_at_least("database-import"):
-            pg_keys = generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
+        if needs_pg_s3:
+            pg_keys = secrets.postgresql_s3_keys or generated_secrets.s3_key_pair(f"{name}-postgresql-s3", self, rnd)
             pg_bucket = s3_user_and_bucket(f"{name}-rgw-postgresql", cfg.pg_s3_user, f"{name}-postgresql-backups", cfg.pg_bucket, pg_keys)
             self.pg_bucket_credentials = pulumi.Output.secret(
                 pulumi.Output.all(pg_keys.access_key, pg_keys.secret_key).apply(
