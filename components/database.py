@@ -57,12 +57,22 @@ EXTERNAL_CLUSTER = "external-database"
 IMPORT_DATABASE = "app"  # microservice import restores into initdb.database (default app, owner app)
 
 
+# While taking over a running instance (``takeover: true``, components/handover.py), the first
+# update must win the server-side-apply conflicts on the fields Helm's field manager owned:
+# ``pulumi.com/patchForce`` sets SSA Force for that resource (pulumi-kubernetes await.go
+# ``patchForce``).  Only then: afterwards a conflict means another writer and must show.
+PATCH_FORCE = "pulumi.com/patchForce"
+
+
 def _meta(name: str, cfg: InstanceConfig) -> dict[str, Any]:
-    return {
+    meta: dict[str, Any] = {
         "name": name,
         "namespace": cfg.namespace,
         "labels": {"app.kubernetes.io/managed-by": "pulumi", "app.kubernetes.io/instance": cfg.pg_service_name},
     }
+    if cfg.takeover:
+        meta["annotations"] = {PATCH_FORCE: "true"}
+    return meta
 
 
 def image_catalog(cfg: InstanceConfig) -> dict[str, Any]:
@@ -191,6 +201,7 @@ def cluster(cfg: InstanceConfig) -> dict[str, Any]:
         spec["externalClusters"] = clusters
     meta = _meta(n["cluster"], cfg)
     meta["annotations"] = {
+        **meta.get("annotations", {}),
         "prometheus.io/path": "/metrics", "prometheus.io/port": "9187", "prometheus.io/scrape": "true",
         # `up` ends when the database is usable: after an import, only once it has finished
         WAIT_FOR: "condition=Ready",
@@ -209,6 +220,7 @@ def pooler(cfg: InstanceConfig) -> dict[str, Any]:
     # like the Pooler (pooler_update.go updateOwnedObjects, pkg/specs/pgbouncer/services.go).
     # So all instances counted means both exist; the instance then reads that Service too.
     meta["annotations"] = {
+        **meta.get("annotations", {}),
         WAIT_FOR: f"jsonpath={{.status.instances}}={POOLER_INSTANCES}",
         TIMEOUT_SECONDS: "600",
     }

@@ -54,6 +54,13 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             "key": f"stack {cfg.instance}",
             "snippet": (
                 f"pulumi config set -s {stack} takeover true\n"
+                "# the running instance's credentials, each from a prompt (never on the command line): the program\n"
+                "# refuses to generate any while taking over; fernetKey/webserverSecretKey from the helmfile-era\n"
+                "# private values, the key pairs from `radosgw-admin user info --uid=<user>` on the RGW admin host\n"
+                + "".join(f"pulumi config set --secret -s {stack} {key}\n" for key in (
+                    "fernetKey", "webserverSecretKey", "airflowS3AccessKey", "airflowS3SecretKey",
+                    "postgresqlS3AccessKey", "postgresqlS3SecretKey"))
+                +
                 f"./dev import-plan -s {stack} --out import-{cfg.instance}.json\n"
                 f"pulumi import -s {stack} --file import-{cfg.instance}.json --yes   # imported resources are protected"
             ),

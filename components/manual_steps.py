@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from components import kerberos, rgw_user
+from components import handover, kerberos, rgw_user
 from components.config import InstanceConfig
 from components.namespace import ADMIN_NG_STEP, admin_ng_entry
 
@@ -117,7 +117,8 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
                 }
             ),
         })
-    return steps + legacy_steps(cfg) + retirement_steps(cfg)
+    # while taking a helmfile-deployed instance over, its hand-over comes first
+    return (handover.steps(cfg) if cfg.takeover else []) + steps + legacy_steps(cfg) + retirement_steps(cfg)
 
 
 def retirement_steps(cfg: InstanceConfig) -> list[dict[str, str]]:

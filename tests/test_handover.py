@@ -2,8 +2,16 @@
 
 import shlex
 
+import pytest
+
 from components import handover
-from tests.conftest import stack_cfg
+from tests.conftest import run_stack, stack_cfg
+from tests.test_takeover import PAIRS, TAKEOVER, rendered_ok
+
+
+@pytest.fixture(scope="module")
+def taken_over():
+    return rendered_ok(run_stack("search", overrides=TAKEOVER, secret_overrides=PAIRS))
 
 
 def test_handover_is_six_ordered_steps_ending_with_the_helmfile_retirement():
@@ -31,3 +39,26 @@ def test_import_uses_the_plan_and_the_takeover_setting_is_switched_on_then_off()
     assert "pulumi import -s search --file import-search.json" in steps[2]["snippet"]
     assert "./dev takeover-diff -s search --live-values live-values.yaml" in steps[3]["snippet"]
     assert "pulumi config set -s search takeover false" in steps[4]["snippet"]
+
+
+# --- what the take-over setting switches on for the first update -----------------------------
+
+
+def test_takeover_forces_ssa_ownership_on_every_kubernetes_object_and_only_then(taken_over):
+    from tests.conftest import rendered
+
+    forced = [r for r in taken_over.registered() if r.type.startswith("kubernetes:") and not r.read
+              and r.type != "kubernetes:helm.sh/v3:Release"]
+    assert forced, "the take-over renders Kubernetes objects"
+    for reg in forced:
+        annotations = reg.inputs["metadata"].get("annotations") or {}
+        assert annotations.get("pulumi.com/patchForce") == "true", f"{reg.name} must win Helm's field conflicts"
+    for reg in rendered("search").registered():
+        if reg.type.startswith("kubernetes:") and not reg.read and reg.type != "kubernetes:helm.sh/v3:Release":
+            assert "pulumi.com/patchForce" not in (reg.inputs["metadata"].get("annotations") or {}), \
+                f"{reg.name}: no force outside a take-over"
+
+
+def test_takeover_puts_the_handover_first_in_the_manual_steps(taken_over):
+    steps = [s["step"] for s in taken_over.stack_outputs["manualSteps"]]
+    assert steps[:6] == [s["step"] for s in handover.steps(stack_cfg("search"))]
