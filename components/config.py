@@ -22,9 +22,13 @@ import pulumi
 import yaml
 
 from components import config_raw, managed_values
+from components.config_keys import (  # noqa: F401 - re-exported
+    EXTERNAL_DB_PHASES, HADOOP_CLUSTERS, KEYS, LAST_EXTERNAL_DB_CHART, LEGACY_KEYS, PHASES, S3_KEY_PAIRS, Key,
+)
+from components.config_secrets import SECRET_PLACEHOLDER, S3KeyPair, Secrets, _load_secrets  # noqa: F401
 from components.config_errors import PROJECT, ConfigError
 from components.config_types import (  # noqa: F401 - re-exported: the model's domain types
-    _FERNET, _PRINCIPAL_PRIMARY, _REALM, MAX_INSTANCE_LEN,
+    _PRINCIPAL_PRIMARY, _REALM, MAX_INSTANCE_LEN,
     _abs_path, _host_key, _image_tag, _in_range, _logs_dir, _pg_parameters, _pg_spec_overrides,
     _quantity, _unix_user, chart_version, dns_label, hostname, https_endpoint, https_url, image_version,
     ldap_group, version_tuple,
@@ -34,7 +38,6 @@ PROJECT_FILE = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 
 # Secret values the offline preview could not decrypt (no passphrase given) arrive as this
 # placeholder; validators of secret *content* skip it, everything else is still checked.
-SECRET_PLACEHOLDER = "[secret]"
 
 
 # --- domain types (components/config_types.py) ---------------------------------------
@@ -54,140 +57,6 @@ SECRET_PLACEHOLDER = "[secret]"
 
 
 
-
-
-@dataclass(frozen=True)
-class Key:
-    kind: str  # str | bool | int | list | object
-    secret: bool = False
-    required: bool = False
-    help: str = ""
-
-
-# Every key under the "airflow:" namespace.  Anything else is rejected.
-KEYS: dict[str, Key] = {
-    # project-level (Pulumi.yaml) site facts, overridable per stack
-    "environment": Key("str", required=True, help="Kubernetes cluster environment, e.g. dse-k8s-eqiad"),
-    "chartRepository": Key("str", required=True, help="Helm chart repository URL"),
-    "airflowChartVersion": Key("str", required=True, help="pinned version of the airflow chart"),
-    "imageVersion": Key("str", required=True, help="airflow image app.version"),
-    "dockerRegistry": Key("str", required=True, help="docker registry host"),
-    "rgwEndpoint": Key("str", required=True, help="Ceph RGW S3 endpoint URL"),
-    "rgwRegion": Key("str", required=True, help="RGW zonegroup api_name used as S3 region"),
-    "kerberosRealm": Key("str", required=True, help="Kerberos realm"),
-    "kdcHost": Key("str", required=True, help="KDC/admin host running kadmin.local"),
-    "rgwAdminHost": Key("str", required=True, help="host running radosgw-admin"),
-    "idpServer": Key("str", required=True, help="CAS/OIDC server"),
-    "smtpHost": Key("str", required=True, help="SMTP relay for Airflow alerts"),
-    "gitsyncImageTag": Key("str", required=True, help="git-sync image tag"),
-    "xcomSidecarTag": Key("str", required=True, help="xcom sidecar image tag"),
-    "serviceDomain": Key("str", required=True, help="internal service discovery domain"),
-    "publicDomain": Key("str", required=True, help="public domain of the web UIs"),
-    "kubeconfigDir": Key("str", required=True, help="directory holding the deploy kubeconfig airflow-<instance>-deploy-<env>.config"),
-    "releaseTimeoutSeconds": Key("int", required=True, help="Helm release timeout in seconds"),
-    "canaryStack": Key("str", required=True, help="the stack that takes every upgrade first"),
-    "sshUser": Key("str", required=True, help="SSH user on the KDC and RGW admin hosts"),
-    "kdcHostKey": Key("str", required=True, help="pinned SSH host public key of kdcHost"),
-    "rgwAdminHostKey": Key("str", required=True, help="pinned SSH host public key of rgwAdminHost"),
-    "sshDialTimeoutSeconds": Key("int", required=True, help="SSH per-dial timeout"),
-    "sshDialErrorLimit": Key("int", required=True, help="SSH dial attempts before failing"),
-    "remoteSudo": Key("bool", required=True, help="run remote scripts through sudo -n"),
-    "commandTimeoutMinutes": Key("int", required=True, help="timeout of each remote Command"),
-    "postgresqlImageTag": Key("str", required=True, help="tag of the PostgreSQL 15 image (common_images.postgresql)"),
-    "pgbouncerImageTag": Key("str", required=True, help="tag of the pgbouncer image"),
-    # per instance (Pulumi.<stack>.yaml)
-    "instance": Key("str", required=True, help="instance name, e.g. search"),
-    "hadoopCluster": Key("str", help="production | test | none"),
-    "kerberosPrincipal": Key("str", help="principal Airflow tasks run as, without realm"),
-    "opLdapRole": Key("str", help="LDAP group mapped to the Op role; empty string for none"),
-    "extraRoleMappings": Key("object", help="extra LDAP group -> roles mappings"),
-    "gatewayHost": Key("str", help="ingress gateway host label"),
-    "extraFqdns": Key("list", help="public FQDNs of the web UI"),
-    "namespaceLabels": Key("object", help="labels admin_ng must set on the Namespace besides the GeoIP ones geoip implies"),
-    "geoip": Key("bool", help="mount the GeoIP database"),
-    "extraValues": Key("object", help="extra airflow chart values, merged last"),
-    "pgInstances": Key("int", help="CNPG instances (default 2)"),
-    "pgStorageSize": Key("str", help="CNPG data volume size (default 15Gi)"),
-    "pgWalStorageSize": Key("str", help="CNPG WAL volume size (default 30Gi)"),
-    "pgParameters": Key("object", help="postgresql.conf parameters of the CNPG cluster"),
-    "pgSpecOverrides": Key("object", help="extra CNPG Cluster spec fields (resources, affinity), merged last"),
-    "pgPoolerParameters": Key("object", help="pgbouncer parameters overriding the defaults"),
-    # upgrades (on the canary stack only): versions it ran before, newest last
-    "imageHistory": Key("list", help="image versions the canary has run"),
-    "chartHistory": Key("list", help="airflow chart versions the canary has run"),
-    # migration of a legacy (VM) instance, in phases
-    "phase": Key("str", help="migration phase: webserver | scheduler | database-import | database | complete"),
-    "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
-    # taking over an instance helmfile deployed: its credentials come from config, none is generated
-    "takeover": Key("bool", help="true while taking over a running instance: every credential from config, none generated (default false)"),
-    # secrets (pulumi config set --secret)
-    "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
-    "sshPrivateKey": Key("str", secret=True, required=True, help="SSH private key of sshUser"),
-    # optional: generated (and protected) when absent; set them to carry a legacy instance's keys
-    "fernetKey": Key("str", secret=True, help="Airflow fernet key (generated when absent)"),
-    "webserverSecretKey": Key("str", secret=True, help="Airflow webserver secret key (generated when absent)"),
-    "legacyDbPassword": Key("str", secret=True, help="password of the legacy database user"),
-    "privateValues": Key("object", secret=True, help="extra secret airflow chart values (connections, extra secrets)"),
-    # optional: the existing S3 key pairs of the two RGW users (a running instance's); generated
-    # (and protected) when absent.  Four string keys rather than one object per user: each is set
-    # with one `pulumi config set --secret KEY` prompt (never argv), is one `secure:` value, and a
-    # missing or malformed half is named exactly.
-    "airflowS3AccessKey": Key("str", secret=True, help="access key of RGW user airflow-<instance> (generated when absent)"),
-    "airflowS3SecretKey": Key("str", secret=True, help="secret key of RGW user airflow-<instance> (generated when absent)"),
-    "postgresqlS3AccessKey": Key("str", secret=True, help="access key of RGW user postgresql-airflow-<instance> (generated when absent)"),
-    "postgresqlS3SecretKey": Key("str", secret=True, help="secret key of RGW user postgresql-airflow-<instance> (generated when absent)"),
-}
-
-# The RGW users' key pairs in config: (user, access key, secret key, first phase that needs it).
-S3_KEY_PAIRS = (
-    ("airflow", "airflowS3AccessKey", "airflowS3SecretKey", "scheduler"),
-    ("postgresql", "postgresqlS3AccessKey", "postgresqlS3SecretKey", "database-import"),
-)
-# the shapes the RGW user script accepts (components/rgw_user.py): checked here first, so a bad
-# key is one config line before anything runs, not a failed remote Command
-_S3_ACCESS_KEY = re.compile(r"[A-Za-z0-9]{16,128}", re.ASCII)
-_S3_SECRET_KEY = re.compile(r"[A-Za-z0-9+/]{20,128}", re.ASCII)
-
-PHASES = ("webserver", "scheduler", "database-import", "database", "complete")
-# Phases where Airflow still uses the legacy database: only airflow charts <= 0.0.120 read
-# the external-database keys (removed by 064967a26, wmf-charts.md "Key finding").
-EXTERNAL_DB_PHASES = ("webserver", "scheduler", "database-import")
-LAST_EXTERNAL_DB_CHART = (0, 0, 120)
-LEGACY_KEYS = {
-    "host": "the legacy Airflow VM, e.g. an-airflow1005.eqiad.wmnet",
-    "hostKey": "its pinned SSH host key",
-    "dbHost": "the legacy database host, e.g. an-db1001.eqiad.wmnet",
-    "dbPort": "the legacy database port (default 5432)",
-    "dbName": "the legacy database, e.g. airflow_search",
-    "dbUser": "the legacy database user, e.g. airflow_search",
-    "logsDir": "the legacy logs directory (default /srv/airflow-<instance>/logs)",
-    "hieraFile": "the puppet private hiera file of the instance's secrets",
-    "pgService": "external_services name of the legacy database (default analytics)",
-}
-
-HADOOP_CLUSTERS = ("production", "test", "none")
-
-
-@dataclass(frozen=True)
-class S3KeyPair:
-    """An RGW user's S3 key pair, both halves secret Outputs."""
-
-    access_key: pulumi.Output[str]
-    secret_key: pulumi.Output[str]
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """Secret inputs from config; each is a secret ``pulumi.Output[str]`` (None: generate it)."""
-
-    oidc_client_secret: pulumi.Output[str]
-    ssh_private_key: pulumi.Output[str]
-    fernet_key: pulumi.Output[str] | None
-    webserver_secret_key: pulumi.Output[str] | None
-    legacy_db_password: pulumi.Output[str] | None = None
-    private_values: Mapping[str, Any] | None = None  # extra chart values, every leaf a secret Output
-    airflow_s3_keys: S3KeyPair | None = None  # RGW user airflow-<instance> (None: generate it)
-    postgresql_s3_keys: S3KeyPair | None = None  # RGW user postgresql-airflow-<instance> (None: generate it)
 
 
 @dataclass(frozen=True)
@@ -635,71 +504,3 @@ def _check_canary_is_a_project_setting(raw: Mapping[str, Any]) -> None:
     if "canaryStack" in raw and raw["canaryStack"] != project_default("canaryStack"):
         raise ConfigError("canaryStack", "is a project setting and differs from Pulumi.yaml",
                           "remove it from the stack file (change the canary in Pulumi.yaml only)")
-
-
-
-
-
-
-def _secret_leaves(node: Any) -> Any:
-    # keep the structure (so it merges like a values file) and make every leaf secret
-    if isinstance(node, Mapping):
-        return {k: _secret_leaves(v) for k, v in node.items()}
-    return pulumi.Output.secret(node)
-
-
-def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
-    # messages here never quote a value: these are secrets
-    fernet = typed.get("fernetKey")
-    if fernet is not None and not _FERNET.fullmatch(fernet):
-        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "copy the legacy instance's fernet_key, or remove the key to have one generated")
-    webserver = typed.get("webserverSecretKey")
-    if webserver is not None and len(webserver) < 32:
-        raise ConfigError("webserverSecretKey", "is shorter than 32 characters", "use a random string of 64 characters, or remove the key to have one generated")
-    key_text = typed.get("sshPrivateKey")
-    if key_text is not None and not re.fullmatch(r"-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*", key_text, re.ASCII):
-        raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
-
-    for _, access, secret, _ in S3_KEY_PAIRS:
-        if (value := typed.get(access)) is not None and not _S3_ACCESS_KEY.fullmatch(value):
-            raise ConfigError(access, "is not an RGW access key (16-128 letters and digits)",
-                              f"copy the user's access_key from `radosgw-admin user info`, or remove {access} and {secret} to have a pair generated")
-        if (value := typed.get(secret)) is not None and not _S3_SECRET_KEY.fullmatch(value):
-            raise ConfigError(secret, "is not an RGW secret key (20-128 letters, digits, '+' and '/')",
-                              f"copy the user's secret_key from `radosgw-admin user info`, or remove {access} and {secret} to have a pair generated")
-    pairs = [(typed.get(a), a) for _, a, _, _ in S3_KEY_PAIRS]
-    if pairs[0][0] is not None and pairs[0][0] == pairs[1][0]:
-        # the RGW script refuses an access key another user holds: say so before anything runs
-        raise ConfigError(pairs[1][1], f"is the same as {pairs[0][1]}: each RGW user has its own key pair",
-                          "copy the access_key of user postgresql-airflow-<instance> from `radosgw-admin user info`")
-
-    private_values: Any = None
-    if "privateValues" in typed:
-        private_values = typed["privateValues"]
-        if (path := managed_values.violation(private_values)) is not None:
-            raise ConfigError("privateValues", f"sets {path}, which the program manages", "remove it from privateValues")
-    elif raw.get("privateValues") == SECRET_PLACEHOLDER:
-        private_values = {}
-
-    def secret(key: str) -> pulumi.Output[str] | None:
-        if key not in raw:
-            return None
-        if read_secret is not None:
-            return pulumi.Output.secret(read_secret(key))
-        return pulumi.Config(PROJECT).require_secret(key)
-
-    return Secrets(
-        oidc_client_secret=secret("oidcClientSecret"),
-        ssh_private_key=secret("sshPrivateKey"),
-        legacy_db_password=secret("legacyDbPassword"),
-        private_values=_secret_leaves(private_values) if private_values is not None else None,
-        fernet_key=secret("fernetKey"),
-        webserver_secret_key=secret("webserverSecretKey"),
-        airflow_s3_keys=_key_pair(secret, "airflowS3AccessKey", "airflowS3SecretKey"),
-        postgresql_s3_keys=_key_pair(secret, "postgresqlS3AccessKey", "postgresqlS3SecretKey"),
-    )
-
-
-def _key_pair(secret: Callable[[str], pulumi.Output[str] | None], access: str, secret_key: str) -> S3KeyPair | None:
-    a, s = secret(access), secret(secret_key)
-    return None if a is None or s is None else S3KeyPair(access_key=a, secret_key=s)
