@@ -12,6 +12,7 @@ RunError's message without a traceback, and the offline preview does the same.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -489,6 +490,7 @@ def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Map
 
 
 
+@functools.lru_cache(maxsize=None)
 def project_default(key: str) -> Any:
     """``key``'s default in Pulumi.yaml (the project file the program runs from)."""
     path = PROJECT_FILE

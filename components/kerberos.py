@@ -223,10 +223,7 @@ def delete_script(realm: str, principals: Sequence[str]) -> str:
     a deleted principal comes back only with new keys.  Removing them is an operator's call.
     """
     _check(realm, principals)
-    lines = kept_instructions(realm, principals)
-    return remote.header(f"Kerberos principals in realm {realm}: kept on delete") + (
-        "printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) + " >&2\n"
-    )
+    return remote.notice_script(f"Kerberos principals in realm {realm}: kept on delete", kept_instructions(realm, principals))
 
 
 @dataclass(frozen=True)

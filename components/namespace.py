@@ -138,18 +138,9 @@ def _checked(read: k8s.core.v1.Namespace, cfg: InstanceConfig) -> pulumi.Output[
 
 
 def _plain(value: Any) -> Any:
-    """Output types (ObjectMeta, NamespaceStatus) as plain dicts with the API's field names."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
+    """Output types (ObjectMeta, NamespaceStatus: dict subclasses) as plain dicts and lists."""
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if hasattr(value, "_translate_property") or hasattr(value, "__dict__"):
-        return {_camel(k): _plain(v) for k, v in vars(value).items() if not k.startswith("_")}
     return value
-
-
-def _camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(p.title() for p in rest)

@@ -158,5 +158,10 @@ trap 'reap_step; exit 143' TERM
 """
 
 
+def notice_script(what: str, lines: Sequence[str]) -> str:
+    """A script that changes nothing and prints ``lines`` on stderr (delete-time instructions)."""
+    return header(what) + "printf '%s\\n' " + " ".join(shlex.quote(line) for line in lines) + " >&2\n"
+
+
 def header(what: str) -> str:
     return SCRIPT_HEADER.format(what=what)

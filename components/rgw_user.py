@@ -135,14 +135,6 @@ parse_keys
 printf 'user %s: %s\n' "$uid" "$result"
 """
 
-DELETE_SCRIPT = r"""
-uid={uid}
-# The user owns the instance's buckets (logs, database backups): never deleted by the program.
-printf '%s\n' "RGW user $uid and its data are kept (data-bearing). To delete them by hand, on the RGW admin host:" \
-    "  sudo radosgw-admin user rm --uid=$(printf '%q' "$uid") --purge-data" >&2
-"""
-
-
 def rgw_user_script(uid: str, display_name: str) -> str:
     """Ensure RGW user ``uid`` exists and holds the key pair given on stdin (access, secret lines).
 
@@ -166,8 +158,9 @@ def kept_instructions(uid: str) -> list[str]:
 
 
 def rgw_user_delete_script(uid: str) -> str:
-    """Deleting the resource deletes nothing: it prints the manual command on stderr."""
-    return remote.header("RGW user, on delete: keep the user") + DELETE_SCRIPT.format(uid=shlex.quote(uid))
+    """Deleting the resource deletes nothing (the user owns the instance's buckets): it prints
+    the manual command on stderr."""
+    return remote.notice_script("RGW user, on delete: keep the user", kept_instructions(uid))
 
 
 key_stdin = remote.key_pair_stdin  # the script's stdin: access key, then secret key

@@ -163,7 +163,11 @@ def test_hostile_uids_are_quoted(uid):
     assert f"uid={shlex.quote(uid)}\n" in script, "the uid is assigned once, shell-quoted"
     assert f"display_name={shlex.quote(uid)}\n" in script, "the display name is assigned once, shell-quoted"
     delete = rgw_user.rgw_user_delete_script(uid)
-    assert f"uid={shlex.quote(uid)}\n" in delete, "the delete script quotes the uid too"
+    # the delete script quotes the uid too: run, it prints the instructions with the uid literal
+    done = subprocess.run(["bash", "-c", delete, "rgw-delete"], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, ""), "the delete script quotes the uid too"
+    assert done.stderr.splitlines() == "\n".join(rgw_user.kept_instructions(uid)).splitlines(), \
+        "the delete script quotes the uid too"
     for text in (script, delete):
         subprocess.run(["bash", "-n"], input=text, text=True, check=True)
 

@@ -15,8 +15,4 @@ reap_step() {
     [[ ${#pids[@]} -eq 0 ]] || kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 trap 'reap_step; exit 143' TERM
-
-uid=airflow-search
-# The user owns the instance's buckets (logs, database backups): never deleted by the program.
-printf '%s\n' "RGW user $uid and its data are kept (data-bearing). To delete them by hand, on the RGW admin host:" \
-    "  sudo radosgw-admin user rm --uid=$(printf '%q' "$uid") --purge-data" >&2
+printf '%s\n' 'RGW user airflow-search and its data are kept (data-bearing). To delete them by hand, on the RGW admin host:' '  sudo radosgw-admin user rm --uid=airflow-search --purge-data' >&2

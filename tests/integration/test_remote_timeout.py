@@ -11,6 +11,7 @@ runs an exec request (the login shell's ``-c``, stdin closed), once as is and on
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -34,7 +35,8 @@ while :; do sleep 1; done
 """
 
 
-KEYS = "AKIAEXAMPLEACCESSKEY0\nexamplesecretkeyexamplesecretkeyexample0\n"
+# a throwaway key pair of the shapes the scripts accept, made per run (no key in the repository)
+KEYS = f"{secrets.token_hex(10).upper()}\n{secrets.token_hex(20)}\n"
 
 
 def scripts(tmp_path: Path) -> dict[str, tuple[str, str]]:
