@@ -82,6 +82,9 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             "key": f"stack {cfg.instance}",
             "snippet": (
                 f"pulumi config set -s {stack} takeover false\n"
+                # the first up left pulumi.com/patchForce on each database object (it was in their
+                # inputs): this up only removes it (tests/test_takeover_platform.py)
+                f"pulumi up -s {stack}   # only removes the pulumi.com/patchForce annotation of the database objects\n"
                 f"pulumi preview --diff -s {stack}   # must show no change"
             ),
         },
