@@ -6,9 +6,13 @@ first, later layers winning:
 1. private values (the secrets: fernet and webserver keys in ``config.private``, S3 keys,
    OIDC client secret, base64 keytab);
 2. general values the deployment server provides (the KDC for krb5.conf);
-3. ``_airflow_common_/values-dse-k8s-eqiad.yaml`` (``chart_values/common.yaml`` plus the
-   site facts from config);
-4. the Hadoop layer (``chart_values/hadoop-<cluster>.yaml``);
+3. ``_airflow_common_/values-dse-k8s-eqiad.yaml``, with the site facts from config written
+   back at their paths (their Pulumi.yaml defaults are that file's values);
+4. the Hadoop layer (``_airflow_common_/values-analytics-<cluster>.yaml``);
+
+The ``_airflow_common_`` files are verbatim copies of deployment-charts at the commit
+``chart_values/_airflow_common_/SOURCE.yaml`` names (tools/upstream_values.py refreshes and
+checks them), so the program deploys what helmfile deploys today.
 5. the instance's own ``values-production.yaml``;
 6. ``environmentName`` and ``pgServiceName``.
 
@@ -26,12 +30,13 @@ import yaml
 
 from components.config import InstanceConfig
 
-_VALUES_DIR = Path(__file__).parent / "chart_values"
+COMMON_DIR = Path(__file__).parent / "chart_values" / "_airflow_common_"
+HADOOP_LAYERS = {"production": "values-analytics-production", "test": "values-analytics-test"}
 
 
 @lru_cache(maxsize=None)
 def _layer(name: str) -> dict[str, Any]:
-    with open(_VALUES_DIR / f"{name}.yaml", encoding="utf-8") as fh:
+    with open(COMMON_DIR / f"{name}.yaml", encoding="utf-8") as fh:
         return yaml.safe_load(fh) or {}
 
 
@@ -121,13 +126,13 @@ def common_values(cfg: InstanceConfig) -> dict[str, Any]:
         # the webserver's CAS egress follows the IDP: cas:[idp], or cas:[idp-test] for test-k8s
         "external_services": {"webserver": {"cas": [cfg.idp_server.split(".")[0]]}},
     }
-    return deep_merge(_layer("common"), site)
+    return deep_merge(_layer("values-dse-k8s-eqiad"), site)
 
 
 def hadoop_values(cfg: InstanceConfig) -> dict[str, Any]:
     if cfg.hadoop_cluster == "none":
         return {}
-    return _copy(_layer(f"hadoop-{cfg.hadoop_cluster}"))
+    return _copy(_layer(HADOOP_LAYERS[cfg.hadoop_cluster]))
 
 
 def _auth(cfg: InstanceConfig) -> dict[str, Any]:
@@ -138,8 +143,10 @@ def _auth(cfg: InstanceConfig) -> dict[str, Any]:
         if cfg.op_ldap_role:
             mappings[cfg.op_ldap_role] = ["Op"]
     else:
-        # None renders as YAML null (~): the chart then maps no group to Op (test-k8s)
-        auth["op_ldap_role"] = cfg.op_ldap_role
+        # None renders as YAML null (~): the chart then maps no group to Op (test-k8s); the
+        # chart's own default (airflow-<instance>-ops) is left to the chart, as upstream does
+        if cfg.op_ldap_role != f"airflow-{cfg.instance}-ops":
+            auth["op_ldap_role"] = cfg.op_ldap_role
     for group, roles in cfg.extra_role_mappings.items():
         mappings[group] = list(roles)
     if mappings:
@@ -147,14 +154,32 @@ def _auth(cfg: InstanceConfig) -> dict[str, Any]:
     return auth
 
 
+def chart_defaults(instance: str) -> dict[str, str]:
+    """What charts after 0.0.120 derive from ``instance_name`` (charts/airflow/values.yaml:
+    ``config.airflow.dags_folder``, ``config.oidc.client_id``, ``config.airflow.config.kerberos.principal``,
+    ``config.airflow.config.core.executor``), spelled as the chart's sprig ``replace`` does."""
+    return {
+        "dags_folder": instance.replace("-", "_"),
+        "client_id": "airflow_" + instance.replace("-", "_"),
+        "principal": f"analytics-{instance.replace('analytics-', '')}/airflow-{instance}.discovery.wmnet",
+        "executor": "KubernetesExecutor",
+    }
+
+
 def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
     """The instance's values-production.yaml for its migration phase (wmf-charts.md 5).
 
-    Names the chart can derive (dags_folder, client_id, principal) are set explicitly: the
-    result is the same on current charts, and charts <= 0.0.120 require them.
+    Like the running instances' own files, it names only what differs from what the chart
+    derives from ``instance_name``; charts <= 0.0.120 derive nothing, and get every name.
     """
-    airflow: dict[str, Any] = {"instance_name": cfg.instance, "dags_folder": cfg.dags_folder}
-    values: dict[str, Any] = {"config": {"airflow": airflow, "oidc": {"client_id": cfg.oidc_client_id}}}
+    explicit = cfg.chart_version_tuple <= (0, 0, 120)
+    derived = chart_defaults(cfg.instance)
+    airflow: dict[str, Any] = {"instance_name": cfg.instance}
+    values: dict[str, Any] = {"config": {"airflow": airflow}}
+    if explicit or cfg.dags_folder != derived["dags_folder"]:
+        airflow["dags_folder"] = cfg.dags_folder
+    if explicit or cfg.oidc_client_id != derived["client_id"]:
+        values["config"]["oidc"] = {"client_id": cfg.oidc_client_id}
     legacy = cfg.legacy
 
     if cfg.uses_external_db:
@@ -174,10 +199,13 @@ def instance_values(cfg: InstanceConfig) -> dict[str, Any]:
         values["kerberos"] = {"enabled": False}
         values["scheduler"] = {"remote_host": legacy.host, "enabled": False}
     else:
-        airflow["config"] = {
-            "core": {"executor": "KubernetesExecutor"},
-            "kerberos": {"principal": cfg.kerberos_principal},
-        }
+        airflow["config"] = {}
+        if explicit:
+            airflow["config"]["core"] = {"executor": derived["executor"]}
+        if explicit or cfg.kerberos_principal != derived["principal"]:
+            airflow["config"]["kerberos"] = {"principal": cfg.kerberos_principal}
+        if not airflow["config"]:
+            del airflow["config"]
         if cfg.uses_external_db:
             pg = {"postgresql": [legacy.pg_service]}
             values["external_services"] = {"webserver": dict(pg), "scheduler": dict(pg), "task-pod": dict(pg)}

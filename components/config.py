@@ -30,7 +30,7 @@ from components.config_secrets import SECRET_PLACEHOLDER, S3KeyPair, Secrets, _l
 from components.config_errors import PROJECT, ConfigError
 from components.config_types import (  # noqa: F401 - re-exported: the model's domain types
     _PRINCIPAL_PRIMARY, _REALM, MAX_INSTANCE_LEN,
-    _abs_path, _host_key, _image_tag, _in_range, _logs_dir, _pg_parameters, _pg_spec_overrides,
+    _abs_path, _host_key, _image_tag, _in_range, _logs_dir, _pg_parameters, _pg_spec_overrides, _takeover_changes,
     _quantity, _unix_user, chart_version, dns_label, hostname, https_endpoint, https_url, image_version,
     ldap_group, version_tuple,
 )
@@ -135,6 +135,8 @@ class InstanceConfig:
     legacy: "Legacy | None"
     # taking over a running instance: credentials only from config (checked at load)
     takeover: bool = False
+    # intended differences from the running release's values: (path, reason), for takeover-diff
+    takeover_changes: tuple[tuple[str, str], ...] = ()
 
     @property
     def uses_external_db(self) -> bool:
@@ -392,6 +394,7 @@ def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str],
         phase=phase,
         legacy=legacy,
         takeover=get("takeover", False),
+        takeover_changes=_takeover_changes("takeoverChanges", get("takeoverChanges", {})),
     )
     _check_credentials(raw, instance, phase, cfg.takeover)
     return cfg, _load_secrets(raw, typed, read_secret)

@@ -74,6 +74,7 @@ KEYS: dict[str, Key] = {
     "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
     # taking over an instance helmfile deployed: its credentials come from config, none is generated
     "takeover": Key("bool", help="true while taking over a running instance: every credential from config, none generated (default false)"),
+    "takeoverChanges": Key("object", help="what the first up intends to change in the running release's values: {path as takeover-diff prints it: reason}"),
     # secrets (pulumi config set --secret)
     "oidcClientSecret": Key("str", secret=True, required=True, help="OIDC client secret from the IDP"),
     "sshPrivateKey": Key("str", secret=True, required=True, help="SSH private key of sshUser"),

@@ -159,6 +159,25 @@ def _pg_parameters(params: Mapping[str, Any], key: str = "pgParameters") -> dict
     return out
 
 
+# a values path as tools/takeover_diff.show_path prints it: plain keys joined by dots, any
+# other key as ["json string"]
+_BRACKETED = r'\["(?:[^"\\\x00-\x1f]|\\.)*"\]'
+_VALUES_PATH = re.compile(rf'(?:[A-Za-z0-9_-]+|{_BRACKETED})(?:\.[A-Za-z0-9_-]+|{_BRACKETED})*', re.ASCII)
+
+
+def _takeover_changes(key: str, value: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """{values path: reason}: each intended difference from the running release, with why."""
+    out = []
+    for path, reason in value.items():
+        if not _VALUES_PATH.fullmatch(path):
+            raise ConfigError(key, f"{path!r} is not a values path as takeover-diff prints it",
+                              'copy the path from `./dev takeover-diff`, e.g. config.auth.op_ldap_role or worker.config["/etc/x"]')
+        if not isinstance(reason, str) or not reason.strip() or "\n" in reason.strip():
+            raise ConfigError(key, f"{path}: the reason must be one non-empty line", f"{path}: <why the first up changes it>")
+        out.append((path, reason.strip()))
+    return tuple(out)
+
+
 def _image_tag(key: str, value: str) -> str:
     return _must_match(key, value, r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(@sha256:[0-9a-f]{64})?$",
                        f"{value!r} is not an image tag", "use <tag> or <tag>@sha256:<64-hex digest>")

@@ -22,6 +22,16 @@ import shlex
 from components.config import InstanceConfig
 
 
+def s3_import_profiles(instance: str) -> dict[str, tuple[str, str]]:
+    """The aws provider of each RGW user's bucket (components/instance.py: RgwBucket ``<instance>-logs``
+    and ``<instance>-postgresql-backups``, each with provider ``<bucket>-rgw``) and the config keys
+    of that user's key pair, which ``pulumi import`` reads the bucket with."""
+    return {
+        f"{instance}-logs-rgw": ("airflowS3AccessKey", "airflowS3SecretKey"),
+        f"{instance}-postgresql-backups-rgw": ("postgresqlS3AccessKey", "postgresqlS3SecretKey"),
+    }
+
+
 def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, str]]:
     """The hand-over, in the order it is done; each step a ready command, quoted."""
     ns = shlex.quote(cfg.namespace)
@@ -61,8 +71,9 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
                     "fernetKey", "webserverSecretKey", "airflowS3AccessKey", "airflowS3SecretKey",
                     "postgresqlS3AccessKey", "postgresqlS3SecretKey"))
                 +
-                f"./dev import-plan -s {stack} --out import-{cfg.instance}.json\n"
-                f"pulumi import -s {stack} --file import-{cfg.instance}.json --yes   # imported resources are protected"
+                f"./dev import-plan -s {stack} --out import-{cfg.instance}.json   # review it\n"
+                f"./dev import-plan -s {stack} --out import-{cfg.instance}.json --import   "
+                "# runs `pulumi import --file` with the key pairs in a private temporary credentials file; imported resources are protected"
             ),
         },
         {
@@ -71,7 +82,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             "key": f"stack {cfg.instance}",
             "snippet": (
                 f"helm -n {ns} get values production -o yaml > live-values.yaml\n"
-                f"./dev takeover-diff -s {stack} --live-values live-values.yaml\n"
+                f"./dev takeover-diff -s {stack} --live-values live-values.yaml   # every change line says `# intended:`\n"
                 f"pulumi preview --diff -s {stack}   # no delete, no replace of the Cluster, buckets, users or Release\n"
                 f"pulumi up -s {stack}   # takeover: forces server-side-apply ownership of the fields Helm's manager held"
             ),

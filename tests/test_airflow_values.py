@@ -30,19 +30,21 @@ def get(values, dotted):
     return node
 
 
-def test_search_values_match_the_reference_final_state():
+def test_search_values_leave_the_derived_names_to_the_chart():
     v = values_of("search")
-    # wmf-charts.md 5, phase 3b: airflow-search values after the cut-over
+    # wmf-charts.md 5, phase 3b: airflow-search values after the cut-over; like its
+    # values-production.yaml upstream, the names chart 0.0.177 derives from instance_name are
+    # not set (dags_folder, executor, principal, OIDC client id, Op group)
     assert get(v, "config.airflow.instance_name") == "search"
-    assert get(v, "config.airflow.dags_folder") == "search"
-    assert get(v, "config.airflow.config.core.executor") == "KubernetesExecutor"
-    assert get(v, "config.airflow.config.kerberos.principal") == "analytics-search/airflow-search.discovery.wmnet"
-    assert get(v, "config.oidc.client_id") == "airflow_search"
+    assert "dags_folder" not in v["config"]["airflow"] and "auth" not in v["config"]["airflow"]
+    assert "executor" not in get(v, "config.airflow.config.core") and "kerberos" not in get(v, "config.airflow.config")
+    assert "client_id" not in v["config"]["oidc"]
+    assert airflow_values.chart_defaults("search") == {
+        "dags_folder": "search", "client_id": "airflow_search", "executor": "KubernetesExecutor",
+        "principal": "analytics-search/airflow-search.discovery.wmnet"}
     assert get(v, "ingress.gatewayHosts") == {"default": "airflow-search", "extraFQDNs": ["airflow-search.wikimedia.org"]}
     assert v["pgServiceName"] == "postgresql-airflow-search"
     assert v["environmentName"] == "dse-k8s-eqiad"
-    # the Op group is the chart's derived default on current charts
-    assert get(v, "config.airflow.auth.op_ldap_role") == "airflow-search-ops"
     # final state: no external-database keys at all
     for gone in ("dbHost", "dbName", "dbUser", "postgresqlPass"):
         assert gone not in v["config"]["airflow"], f"{gone} must not be in the final-state values"
@@ -65,9 +67,19 @@ def test_test_k8s_values_carry_its_own_differences():
     assert get(v, "external_services.webserver.cas") == ["idp-test"]
     assert get(v, "config.geoip.enabled") is True
     assert get(v, "worker.config.hadoop.core")["fs.defaultFS"] == "hdfs://analytics-test-hadoop/"
-    assert get(v, "config.airflow.dags_folder") == "test_k8s"
-    assert get(v, "config.oidc.client_id") == "airflow_test_k8s"
+    assert "dags_folder" not in v["config"]["airflow"] and "client_id" not in v["config"]["oidc"]
     assert v["pgServiceName"] == "postgresql-airflow-test-k8s"
+
+
+def test_charts_up_to_0_0_120_get_every_name_explicitly():
+    # those charts derive nothing from instance_name (wmf-charts.md 1.7)
+    run = run_stack("search", overrides={"airflowChartVersion": "0.0.120"})
+    assert run.error is None
+    v = values_of(run.monitor)
+    assert get(v, "config.airflow.dags_folder") == "search"
+    assert get(v, "config.airflow.config.core.executor") == "KubernetesExecutor"
+    assert get(v, "config.airflow.config.kerberos.principal") == "analytics-search/airflow-search.discovery.wmnet"
+    assert get(v, "config.oidc.client_id") == "airflow_search"
 
 
 @pytest.mark.parametrize("stack", ["search", "test-k8s"])
@@ -90,7 +102,9 @@ def test_common_values_every_instance_shares(stack):
 def test_secret_bearing_values_reach_the_release_as_secrets(stack):
     v = values_of(stack)
     # search also carries its own private values (privateValues): extra connection credentials
-    extra = {"config.connections.wikimedia_enterprise.username", "config.connections.wikimedia_enterprise.password"} if stack == "search" else set()
+    extra = {f"config.{conn}.{field}" for conn in ("wikimedia_enterprise", "opensearch_semantic_search_eqiad",
+                                                   "opensearch_semantic_search_codfw")
+             for field in ("username", "password")} if stack == "search" else set()
     assert set(mockrun.secret_paths(v)) == SECRET_PATHS | extra
 
 
@@ -122,7 +136,7 @@ def test_extra_role_mappings_and_extra_values_merge_last():
     assert run.error is None
     v = values_of(run.monitor)
     assert get(v, "config.airflow.auth.role_mappings") == {"airflow-analytics-ops": ["Op"]}
-    assert get(v, "config.airflow.config.core") == {"executor": "KubernetesExecutor", "max_map_length": 1200, "parallelism": 128}
+    assert get(v, "config.airflow.config.core") == {"max_map_length": 1200, "parallelism": 128}
 
 
 def test_values_function_is_pure_and_deterministic():

@@ -55,6 +55,7 @@ EDITS = {
     "pgPoolerParameters": {"default_pool_size": "50"},
     "imageHistory": [NEW_IMAGE],
     "chartHistory": ["0.0.120", "0.0.177"],
+    "takeoverChanges": {"config.auth.op_ldap_role": "documentation for takeover-diff; deploys nothing"},
 }
 # Where the instance lives: a change means a different namespace, bucket, realm or
 # principal, i.e. a new instance.  Protected resources make the engine refuse it.

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
-from components import config, namespace
+from components import airflow_values, config, namespace
 from tests.conftest import EXAMPLE_PASSPHRASE, KUBERNETES_VERSION, rendered, stack_cfg
 from tests.schemas import cnpg
 from tools import mockrun, stackconfig
@@ -251,14 +251,15 @@ def test_namespaces_buckets_and_principals_are_distinct_across_the_fleet():
     for stack in FLEET:
         mon = rendered(stack)
         v = mon.one(RELEASE).inputs["values"]
+        derived = airflow_values.chart_defaults(v["config"]["airflow"]["instance_name"])  # what the chart fills in
         claim("namespace", mon.one(NAMESPACE).read_id, stack)
         for bucket in mon.by_type(BUCKET):
             claim("bucket", bucket.inputs["bucket"], stack)
-        claim("principal", v["config"]["airflow"]["config"]["kerberos"]["principal"], stack)
+        claim("principal", v["config"]["airflow"]["config"].get("kerberos", {}).get("principal", derived["principal"]), stack)
         claim("gateway host", v["ingress"]["gatewayHosts"]["default"], stack)
         claim("pg service", v["pgServiceName"], stack)
-        claim("oidc client", v["config"]["oidc"]["client_id"], stack)
-        claim("dags folder", v["config"]["airflow"]["dags_folder"], stack)
+        claim("oidc client", v["config"]["oidc"].get("client_id", derived["client_id"]), stack)
+        claim("dags folder", v["config"]["airflow"].get("dags_folder", derived["dags_folder"]), stack)
     assert len(seen["bucket"]) == 2 * len(FLEET), "every instance has a logs bucket and a PostgreSQL bucket"
 
 
@@ -280,7 +281,9 @@ def test_main_is_airflow_wikimedia_org_with_the_analytics_principal_and_the_big_
     spec = cluster("main")["spec"]
     assert spec["storage"]["size"] == "100Gi"
     assert spec["postgresql"]["parameters"] == {"max_connections": "200", "shared_buffers": "2048MB"}
-    assert spec["resources"] == {"limits": {"cpu": "12", "memory": "10Gi"}, "requests": {"cpu": "12", "memory": "10Gi"}}
+    # verbatim as postgresql-airflow-main runs it: a CRD quantity is stored as written, so "12"
+    # would be a change of the live Cluster
+    assert spec["resources"] == {"limits": {"cpu": "12000m", "memory": "10Gi"}, "requests": {"cpu": "12000m", "memory": "10Gi"}}
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "capabilities.nic", "operator": "NotIn", "values": ["1G"]}]}]
     assert spec["affinity"]["enablePodAntiAffinity"] is True, "the override must merge into, not replace, the default affinity"
@@ -291,10 +294,8 @@ def test_main_is_airflow_wikimedia_org_with_the_analytics_principal_and_the_big_
 def test_analytics_test_runs_both_executors_on_the_test_hadoop_cluster():
     assert at("analytics-test", "config|airflow|config|core|executor") == "KubernetesExecutor,LocalExecutor"
     assert at("analytics-test", "worker|config|hadoop|core")["fs.defaultFS"] == "hdfs://analytics-test-hadoop/"
-    assert at("analytics-test", "config|airflow|auth") == {
-        "op_ldap_role": "airflow-analytics-test-ops",
-        "role_mappings": {"airflow-analytics-ops": ["Op"]},
-    }
+    # the derived Op group (airflow-analytics-test-ops) is left to the chart
+    assert at("analytics-test", "config|airflow|auth") == {"role_mappings": {"airflow-analytics-ops": ["Op"]}}
     assert at("analytics-test", "config|airflow|config|kerberos|principal") == "analytics/airflow-analytics-test.discovery.wmnet"
     assert at("analytics-test", "config|airflow|config|core|parallelism") == 128
     assert at("analytics-test", "scheduler|limits") == {"cpu": 8, "memory": "8Gi"}
@@ -318,9 +319,10 @@ def test_dumps_has_no_hadoop_layer_and_no_postgresql_overrides():
     assert at("dumps", "external_services|task-pod|dumps") == ["wikimedia"]
     assert at("dumps", "config|airflow|config|core|parallelism") == 128
     assert at("dumps", "app|limits|memory") == "4Gi"
-    # upstream's misplaced config.auth.op_ldap_role is ignored by the chart: the derived group applies
-    assert at("dumps", "config|airflow|auth|op_ldap_role") == "airflow-dumps-ops"
-    assert "auth" not in v["config"]
+    # upstream's misplaced config.auth.op_ldap_role is ignored by the chart: the derived group
+    # (airflow-dumps-ops) applies, left to the chart; the dead key is a listed takeover change
+    assert "auth" not in v["config"]["airflow"] and "auth" not in v["config"]
+    assert dict(stack_cfg("dumps").takeover_changes).keys() == {"config.auth.op_ldap_role"}
     spec = cluster("dumps")["spec"]
     assert (spec["storage"]["size"], spec["walStorage"]["size"]) == ("15Gi", "30Gi")
     assert "parameters" not in spec["postgresql"]
@@ -392,7 +394,8 @@ def test_analytics_product_and_wmde_use_the_url_downloader():
 @pytest.mark.parametrize("stack", PRODUCTION_HADOOP)
 def test_production_hadoop_instances_get_the_analytics_hadoop_layer(stack):
     assert at(stack, "worker|config|hadoop|core")["fs.defaultFS"] == "hdfs://analytics-hadoop/"
-    assert at(stack, "hadoop_shell|enabled") is True
+    # the hadoop shell is on by chart default; the layer opens its egress to the cluster
+    assert at(stack, "external_services|hadoop-shell|hadoop-master") == ["analytics"]
 
 
 @pytest.mark.parametrize("stack", sorted(REFERENCE_INSTANCES - {"main", "analytics-test", "test-k8s"}))
@@ -400,8 +403,10 @@ def test_other_instances_keep_the_derived_names(stack):
     v = values(stack)
     assert v["ingress"]["gatewayHosts"] == {"default": f"airflow-{stack}", "extraFQDNs": [f"airflow-{stack}.wikimedia.org"]}
     primary = "analytics-" + stack.removeprefix("analytics-")
-    assert v["config"]["airflow"]["config"]["kerberos"]["principal"] == f"{primary}/airflow-{stack}.discovery.wmnet"
-    assert v["config"]["airflow"]["auth"]["op_ldap_role"] == f"airflow-{stack}-ops"
+    cfg = stack_cfg(stack)
+    assert (cfg.kerberos_principal, cfg.op_ldap_role) == (f"{primary}/airflow-{stack}.discovery.wmnet", f"airflow-{stack}-ops")
+    # ... which are the chart's derived defaults, so the values leave them to the chart
+    assert "kerberos" not in v["config"]["airflow"].get("config", {}) and "auth" not in v["config"]["airflow"]
 
 
 @pytest.mark.parametrize(("stack", "release"), [("ml", "model-training-pvc"), ("sre", "webrequest-to-cdn-pvc"), ("sre", "data-transfer-pvc")])

@@ -36,7 +36,8 @@ def test_import_uses_the_plan_and_the_takeover_setting_is_switched_on_then_off()
     steps = handover.steps(stack_cfg("search"))
     assert "pulumi config set -s search takeover true" in steps[2]["snippet"]
     assert "./dev import-plan -s search --out import-search.json" in steps[2]["snippet"]
-    assert "pulumi import -s search --file import-search.json" in steps[2]["snippet"]
+    # the import itself through import-plan --import: the buckets need their users' pairs
+    assert "./dev import-plan -s search --out import-search.json --import" in steps[2]["snippet"]
     assert "./dev takeover-diff -s search --live-values live-values.yaml" in steps[3]["snippet"]
     assert "pulumi config set -s search takeover false" in steps[4]["snippet"]
 

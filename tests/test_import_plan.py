@@ -90,7 +90,12 @@ def check_plan(stack, run, plan):
             assert not reg.custom and "id" not in entry
         if entry["type"].startswith("pulumi:providers:"):
             assert "id" not in entry and not entry.get("component")
-            assert entry["inputs"] == {k: v for k, v in reg.inputs.items() if k not in plan.omitted_inputs.get(reg.name, [])}
+            want = {k: v for k, v in reg.inputs.items() if k not in plan.omitted_inputs.get(reg.name, [])}
+            if entry["type"] == import_plan.AWS_PROVIDER:
+                # the pair stays out; the provider reads with its user's profile instead
+                assert plan.profiles[reg.name] in import_plan.handover.s3_import_profiles(stack).values(), reg.name
+                want["profile"] = reg.name
+            assert entry["inputs"] == want
 
     # ids as specified
     instance = stack
@@ -192,3 +197,82 @@ def test_runs_under_the_guard():
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == ("error: python -m tools.import_plan: argument --out: expected one argument "
                            "(see python -m tools.import_plan --help)\n")
+
+
+# --- --import: the buckets read with their users' key pairs --------------------------------
+
+FAKE_PULUMI = """#!/usr/bin/env python3
+import json, os, stat, sys
+log = os.environ["FAKE_PULUMI_LOG"]
+pairs = json.loads(os.environ["FAKE_PULUMI_PAIRS"])
+if sys.argv[1:3] == ["config", "get"]:
+    key = sys.argv[-1].split(":", 1)[1]
+    if key not in pairs:
+        sys.stderr.write("error: configuration key '%s' not found for stack\\n" % sys.argv[-1])
+        sys.exit(255)
+    print(pairs[key])
+    sys.exit(0)
+creds = os.environ.get("AWS_SHARED_CREDENTIALS_FILE")
+record = {"argv": sys.argv[1:], "env": {k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+          "mode": oct(stat.S_IMODE(os.stat(creds).st_mode)), "dir_mode": oct(stat.S_IMODE(os.stat(os.path.dirname(creds)).st_mode)),
+          "creds": open(creds).read()}
+with open(log, "w") as fh:
+    json.dump(record, fh)
+sys.exit(int(os.environ.get("FAKE_PULUMI_RC", "0")))
+"""
+PAIRS = {"airflowS3AccessKey": "AKAIRFLOWSEARCH0001", "airflowS3SecretKey": "airflowSearchSecret000000000000000000000",
+         "postgresqlS3AccessKey": "AKPOSTGRESSEARCH001", "postgresqlS3SecretKey": "postgresSearchSecret0000000000000000000"}
+
+
+def run_import_cli(tmp_path, pairs, rc=0, stack="search"):
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / "pulumi"
+    fake.write_text(FAKE_PULUMI)
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    env.update(PATH=f"{bindir}:{env['PATH']}", FAKE_PULUMI_LOG=str(tmp_path / "log.json"),
+               FAKE_PULUMI_PAIRS=json.dumps(pairs), FAKE_PULUMI_RC=str(rc),
+               AWS_ACCESS_KEY_ID="AMBIENT-KEY", AWS_SECRET_ACCESS_KEY="ambient-secret", AWS_PROFILE="default")
+    return subprocess.run([sys.executable, "-m", "tools.import_plan", "-s", stack, "--out", str(tmp_path / "plan.json"),
+                           "--import"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_import_reads_each_bucket_with_its_users_pair_from_a_private_file(tmp_path):
+    proc = run_import_cli(tmp_path, PAIRS)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "log.json").read_text())
+    assert record["argv"] == ["import", "-s", "search", "--file", str(tmp_path / "plan.json"), "--yes", "--generate-code=false"]
+    assert record["mode"] == "0o600" and record["dir_mode"] == "0o700", record
+    assert record["creds"] == (
+        "[search-logs-rgw]\naws_access_key_id = AKAIRFLOWSEARCH0001\naws_secret_access_key = airflowSearchSecret000000000000000000000\n"
+        "[search-postgresql-backups-rgw]\naws_access_key_id = AKPOSTGRESSEARCH001\naws_secret_access_key = postgresSearchSecret0000000000000000000\n")
+    # the ambient credentials would win over a profile: the import never sees them
+    assert not set(import_plan.AMBIENT_AWS) & set(record["env"]), record["env"]
+    assert not Path(record["env"]["AWS_SHARED_CREDENTIALS_FILE"]).exists(), "the credentials file outlives the import"
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    profiles = {e["name"]: e["inputs"].get("profile") for e in doc["resources"] if e["type"] == import_plan.AWS_PROVIDER}
+    assert profiles == {"search-logs-rgw": "search-logs-rgw", "search-postgresql-backups-rgw": "search-postgresql-backups-rgw"}
+    for value in PAIRS.values():
+        assert value not in (tmp_path / "plan.json").read_text() and value not in proc.stdout + proc.stderr
+
+
+def test_failed_import_exits_1_and_still_removes_the_credentials(tmp_path):
+    proc = run_import_cli(tmp_path, PAIRS, rc=3)
+    assert proc.returncode == 1 and "pulumi import exited 3" in proc.stdout, proc.stdout + proc.stderr
+    record = json.loads((tmp_path / "log.json").read_text())
+    assert not Path(record["env"]["AWS_SHARED_CREDENTIALS_FILE"]).exists()
+
+
+def test_missing_pair_is_one_line_naming_the_key_and_imports_nothing(tmp_path):
+    pairs = dict(PAIRS)
+    del pairs["postgresqlS3SecretKey"]
+    proc = run_import_cli(tmp_path, pairs)
+    assert proc.returncode == 2 and not (tmp_path / "log.json").exists()
+    assert proc.stderr.strip().count("\n") == 0 and "airflow:postgresqlS3SecretKey" in proc.stderr, proc.stderr
+    assert "pulumi config set --secret -s search postgresqlS3SecretKey" in proc.stderr
+
+
+def test_import_needs_out():
+    proc = run_cli("-s", "search", "--import")
+    assert proc.returncode == 2 and "--import: give --out FILE" in proc.stderr

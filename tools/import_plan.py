@@ -54,16 +54,20 @@ if __name__ == "__main__":  # first thing: the guard (tools/cli.py) covers the i
 import argparse
 import json
 import os
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from components import handover
 from tools import mockrun
 from tools import passphrase as pp
 from tools.preview import COMMAND_TYPES, PROVIDER_PREFIX, RELEASE_TYPE, render
 
 BUCKET_TYPE = "aws:s3/bucket:Bucket"
+AWS_PROVIDER = "pulumi:providers:aws"
 RANDOM_PREFIX = "random:"
 MIN_PULUMI_CLI = "3.254.0"  # explicit providers declared in `resources` (pulumi/pulumi#23972)
 
@@ -74,6 +78,7 @@ class Plan:
     entries: list[dict[str, Any]] = field(default_factory=list)
     excluded: list[tuple[str, str, str]] = field(default_factory=list)  # (type, name, reason)
     omitted_inputs: dict[str, list[str]] = field(default_factory=dict)  # provider name -> input keys left out
+    profiles: dict[str, tuple[str, str]] = field(default_factory=dict)  # aws provider -> its key pair's config keys
 
     def document(self) -> dict[str, Any]:
         comment = [
@@ -83,8 +88,13 @@ class Plan:
             "(no live object; their values exist only in the state).",
         ]
         for name, keys in sorted(self.omitted_inputs.items()):
-            comment.append(f"Provider {name}: secret inputs {', '.join(keys)} are not in this file (it holds "
-                           "no secret); the import reads its resources with the ambient credentials.")
+            if name in self.profiles:
+                comment.append(f"Provider {name}: {', '.join(keys)} are not in this file (it holds no secret); it reads "
+                               f"with profile {name} of AWS_SHARED_CREDENTIALS_FILE, the pair of airflow:{self.profiles[name][0]} "
+                               "and airflow:" + self.profiles[name][1] + " (./dev import-plan --import writes that file).")
+            else:
+                comment.append(f"Provider {name}: secret inputs {', '.join(keys)} are not in this file (it holds "
+                               "no secret); the import reads its resources with the ambient credentials.")
         return {"comment": comment, "nameTable": {}, "resources": self.entries}
 
 
@@ -176,6 +186,17 @@ def build(run: mockrun.Run, stack: str) -> Plan:
                     inputs[key] = value
             if omitted:
                 plan.omitted_inputs[reg.name] = omitted
+            pair = handover.s3_import_profiles(stack).get(reg.name)
+            if reg.type == AWS_PROVIDER and pair and {"accessKey", "secretKey"} <= set(omitted):
+                # each RGW user reads only its own bucket, so each provider gets its user's pair, by
+                # name, from a shared credentials file (profile + AWS_SHARED_CREDENTIALS_FILE, the
+                # provider's documented credential sources:
+                # https://www.pulumi.com/registry/packages/aws/installation-configuration/).  The
+                # first `up` then replaces profile with the pair: a provider update, not a replace
+                # of its buckets (pulumi-terraform-bridge configDiffer.forcesProviderReplace: only
+                # config marked ForcesProviderReplace cascades; pulumi-aws marks none of these).
+                inputs["profile"] = reg.name
+                plan.profiles[reg.name] = pair
             entry["inputs"] = inputs
             version = _plugin_version(reg.type)
             if version:
@@ -234,12 +255,53 @@ def write(plan: Plan, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# credentials an ambient shell may carry that the AWS SDK would prefer to a provider's profile
+AMBIENT_AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+
+
+def _config_get(pulumi: str, stack: str, key: str) -> str:
+    """A secret of the stack, through the CLI (any secrets provider); never in an argv or a message."""
+    proc = subprocess.run([pulumi, "config", "get", "-s", stack, f"airflow:{key}"], capture_output=True, text=True)
+    value = proc.stdout.rstrip("\n")
+    if proc.returncode != 0 or not value:
+        reason = (proc.stderr.strip().splitlines() or ["empty"])[-1] if proc.returncode else "empty"
+        raise cli.UsageError(f"airflow:{key}: `pulumi config get -s {stack}` failed ({reason}); "
+                             f"set it: pulumi config set --secret -s {stack} {key}")
+    return value
+
+
+def run_import(plan: Plan, plan_file: Path, pulumi: str = "pulumi") -> int:
+    """``pulumi import --file`` with each aws provider's profile in a private credentials file.
+
+    The file (mode 0600, in a fresh 0700 directory) holds one profile per RGW user's provider
+    and is removed when the import ends, whatever its outcome; the import gets only its path."""
+    pairs = {name: (_config_get(pulumi, plan.stack, a), _config_get(pulumi, plan.stack, s))
+             for name, (a, s) in sorted(plan.profiles.items())}
+    with tempfile.TemporaryDirectory(prefix="airflow-import-") as private:
+        creds = Path(private) / "credentials"
+        fd = os.open(creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for name, (access, secret) in pairs.items():
+                fh.write(f"[{name}]\naws_access_key_id = {access}\naws_secret_access_key = {secret}\n")
+        env = {k: v for k, v in os.environ.items() if k not in AMBIENT_AWS}
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+        try:
+            return subprocess.run([pulumi, "import", "-s", plan.stack, "--file", str(plan_file), "--yes",
+                                   "--generate-code=false"], env=env).returncode
+        except FileNotFoundError:
+            raise cli.UsageError(f"--import: `{pulumi}` not found; it needs the pulumi CLI >= {MIN_PULUMI_CLI}") from None
+
+
 def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.import_plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("-s", "--stack", required=True, help="stack name (Pulumi.<stack>.yaml)")
     parser.add_argument("--out", type=Path, help="write the `pulumi import --file` JSON here (a file; replaced if it exists)")
+    parser.add_argument("--import", dest="run_import", action="store_true",
+                        help="then run `pulumi import --file OUT`, the buckets read with their users' key pairs from stack config")
     cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.run_import and args.out is None:
+        raise cli.UsageError("--import: give --out FILE, the plan `pulumi import --file` reads")
     if args.out is not None:
         _check_out(args.out)
     run = render(args.stack, pp.passphrase_from_env())
@@ -252,4 +314,9 @@ def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout) -> int:
     if args.out is not None:
         write(plan, args.out)
         stdout.write(f"Wrote {args.out}\n")
+    if args.run_import:
+        stdout.flush()
+        code = run_import(plan, args.out)
+        stdout.write(f"pulumi import exited {code}\n")
+        return 0 if code == 0 else 1
     return 0

@@ -303,10 +303,10 @@ def run_program(
     try:
         _sync_await(run_in_stack(program or default_program))
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
-        return Run(monitor, exc, {"mocks": mocks})
+        return Run(monitor, exc, {"mocks": mocks, "config": dict(config)})
     finally:
         _forget_leftovers()
-    return Run(monitor, None, {"mocks": mocks})
+    return Run(monitor, None, {"mocks": mocks, "config": dict(config)})
 
 
 def _forget_leftovers() -> None:

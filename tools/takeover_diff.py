@@ -64,6 +64,11 @@ class Diff:
     unchanged: int = 0
     kept: int = 0
     uncompared: int = 0
+    paths: list[tuple | None] = field(default_factory=list)  # the values path of each line
+
+    def add(self, path: tuple | None, line: str) -> None:
+        self.lines.append(line)
+        self.paths.append(path)
 
     def summary(self, what: str) -> str:
         text = (f"{what}: {self.added} to add, {self.removed} to remove, {self.changed} to change, "
@@ -142,40 +147,60 @@ def diff_tree(program: Any, live: Any, prefix: tuple = (), *, secrets_known: boo
             new, old = want[path], have[path]
             if is_secret(path):
                 if not secrets_known or not _comparable(new):
-                    out.lines.append(f"? {shown}: (secret) not compared, its value is known only when deployed")
+                    out.add(path, f"? {shown}: (secret) not compared, its value is known only when deployed")
                     out.uncompared += 1
                 elif mockrun.unmasked(new) == old:
                     out.unchanged += 1
                 else:
-                    out.lines.append(f"~ {shown}: (secret) differs")
+                    out.add(path, f"~ {shown}: (secret) differs")
                     out.changed += 1
             elif new == old:
                 out.unchanged += 1
             elif new == mockrun.COMPUTED:
-                out.lines.append(f"~ {shown}: (known only when deployed)")
+                out.add(path, f"~ {shown}: (known only when deployed)")
                 out.changed += 1
             else:
-                out.lines.append(f"~ {shown}: {_show(old)} -> {_show(new)}")
+                out.add(path, f"~ {shown}: {_show(old)} -> {_show(new)}")
                 out.changed += 1
         elif path in want:
             # a live value above this path (a scalar where the program has a mapping) is replaced
             value = "(secret)" if is_secret(path) else _show(want[path])
-            out.lines.append(f"+ {shown}: {value}")
+            out.add(path, f"+ {shown}: {value}")
             out.added += 1
         else:
             value = "(secret)" if is_secret(path) else _show(have[path])
             if kept_only:
                 if any(_related(path, w) for w in want):
                     # the program sets a mapping or scalar here that this one lies above or below
-                    out.lines.append(f"- {shown}: {value}")
+                    out.add(path, f"- {shown}: {value}")
                     out.removed += 1
                 else:
-                    out.lines.append(f"  {shown}: {value} (kept by the server, not managed)")
+                    out.add(path, f"  {shown}: {value} (kept by the server, not managed)")
                     out.kept += 1
             else:
-                out.lines.append(f"- {shown}: {value}")
+                out.add(path, f"- {shown}: {value}")
                 out.removed += 1
     return out
+
+
+def annotate(diff: Diff, listed: tuple[tuple[str, str], ...]) -> tuple[list[str], list[str]]:
+    """Each change line with its reason from ``airflow:takeoverChanges`` (a listed path covers
+    everything below it), or marked as not listed; then the listed paths no change matched."""
+    reasons = dict(listed)
+    used: set[str] = set()
+    lines = []
+    for line, path in zip(diff.lines, diff.paths):
+        if path is None or line.startswith("?"):
+            lines.append(line)
+            continue
+        match = next((show_path(path[:n]) for n in range(len(path), 0, -1) if show_path(path[:n]) in reasons), None)
+        if match is None:
+            lines.append(f"{line}    # NOT LISTED in airflow:takeoverChanges")
+        else:
+            used.add(match)
+            lines.append(f"{line}    # intended: {reasons[match]}")
+    stale = [p for p, _ in listed if p not in used]
+    return lines, stale
 
 
 # --- input files ------------------------------------------------------------------------
@@ -251,7 +276,7 @@ def objects_diff(run: mockrun.Run, items: list[dict]) -> Diff:
         key = (reg.inputs.get("kind"), _dig(reg.inputs, ("metadata", "name")))
         if key not in live:
             if key[0] in LISTED_KINDS:
-                out.lines.append(f"{key[0]}/{key[1]}: not running (`pulumi import` of it would fail)")
+                out.add(None, f"{key[0]}/{key[1]}: not running (`pulumi import` of it would fail)")
                 out.added += 1
             continue  # another kind: not in what kubectl was asked for
         obj = live.pop(key)
@@ -271,10 +296,11 @@ def objects_diff(run: mockrun.Run, items: list[dict]) -> Diff:
         for attr in ("added", "removed", "changed", "unchanged", "kept", "uncompared"):
             setattr(out, attr, getattr(out, attr) + getattr(diff, attr))
         if diff.lines:
-            out.lines.append(f"{header}:")
-            out.lines += [f"    {line}" for line in diff.lines]
+            out.add(None, f"{header}:")
+            for line in diff.lines:
+                out.add(None, f"    {line}")
     for kind, name in sorted(live):
-        out.lines.append(f"{kind}/{name}: running, not managed by the program (left alone)")
+        out.add(None, f"{kind}/{name}: running, not managed by the program (left alone)")
     return out
 
 
@@ -299,10 +325,15 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
         stdout.write(cli.mask_secrets(line) + "\n")
 
     values = values_diff(run, live_values)
+    listed = _listed_changes(run)
+    lines, stale = annotate(values, listed)
     emit(f"Release production values ({args.stack}):")
-    for line in values.lines:
+    for line in lines:
         emit(f"    {line}")
-    emit(values.summary("Values"))
+    for path in stale:
+        emit(f"    ! {path}: listed in airflow:takeoverChanges, but the first up does not change it (remove the entry)")
+    unlisted = sum(1 for line in lines if line.endswith("# NOT LISTED in airflow:takeoverChanges"))
+    emit(values.summary("Values") + f"; {unlisted} not listed as intended, {len(stale)} listed but unchanged")
     if items is not None:
         objects = objects_diff(run, items)
         emit(f"Database objects ({args.stack}):")
@@ -310,6 +341,16 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
             emit(f"    {line}")
         emit(objects.summary("Objects"))
     return 0
+
+
+def _listed_changes(run: mockrun.Run) -> tuple[tuple[str, str], ...]:
+    """airflow:takeoverChanges of the rendered stack, as the program validated it."""
+    from components import config
+
+    raw = run.extra["config"].get(f"{run.extra['stackconfig'].project}:takeoverChanges")
+    if raw is None:
+        return ()
+    return config._takeover_changes("takeoverChanges", json.loads(raw) if isinstance(raw, str) else raw)
 
 
 def _secret_leaves(node: Any) -> list[Any]:

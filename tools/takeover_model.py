@@ -650,8 +650,10 @@ class Engine:
             # pulumi-kubernetes provider.go ``DiffConfig``: a changed kubeconfig, context or
             # cluster replaces the provider (it compares the active cluster's settings; any change
             # counts here), and a replaced provider replaces every resource it manages
-            # (pulumi/pulumi step_generator.go ``providerChanged``).  NOT CITED: the aws providers
-            # gaining their key pairs (left out of the import file) are updated, not replaced.
+            # (pulumi/pulumi step_generator.go ``providerChanged``).  The aws providers trading the
+            # import's profile for their key pairs are updated, not replaced: the bridge's
+            # DiffConfig (pulumi-terraform-bridge configDiffer.forcesProviderReplace) replaces only
+            # on config marked ForcesProviderReplace, which pulumi-aws sets on none of them.
             if reg.type == PROVIDER_PREFIX + "kubernetes" and {"kubeconfig", "context", "cluster"} & set(changed):
                 self.replaced_providers.add(reg.urn)
                 return Step("replace", reg.urn, reg.type, reg.name, changed)
@@ -819,6 +821,8 @@ class Handover:
             from tools import import_plan
 
             self.plan = import_plan.build(self.render(self.takeover), self.engine.stack).document()
+            if "--import" in words:  # the plan, then `pulumi import --file` of it (tools/import_plan.run_import)
+                return self.engine.import_file(self.plan)
             return "plan"
         if words[:2] == ["pulumi", "import"]:
             assert self.plan is not None, f"{title}: import before the plan"
