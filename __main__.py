@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import buckets, config, requirements_check, upgrades
+from components import buckets, config, phase_guard, requirements_check, upgrades
 from components.instance import AirflowInstance
 
 requirements_check.require_pinned_environment()
@@ -10,6 +10,8 @@ requirements_check.require_pinned_environment()
 cfg, secrets = config.load()
 upgrades.check_stack_name(cfg, pulumi.get_stack())
 upgrades.check_canary_rule(cfg, pulumi.get_stack())
+# one migration phase at a time, forward only: reads this stack's previous `phase` output
+phase_guard.require_one_phase_step(cfg, pulumi.get_stack())
 buckets.require_checksum_env()
 
 instance = AirflowInstance(cfg.instance, cfg, secrets)

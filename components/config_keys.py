@@ -72,6 +72,8 @@ KEYS: dict[str, Key] = {
     # migration of a legacy (VM) instance, in phases
     "phase": Key("str", help="migration phase: webserver | scheduler | database-import | database | complete"),
     "legacy": Key("object", help="the legacy instance: host, hostKey, dbHost, dbName, dbUser, logsDir, ..."),
+    # the phase guard's override for one transition (components/phase_guard.py), e.g. "none->scheduler"
+    "allowPhaseChange": Key("str", help="allow exactly this phase change the guard refuses: '<deployed or none>-><phase>'; remove it after the up"),
     # taking over an instance helmfile deployed: its credentials come from config, none is generated
     "takeover": Key("bool", help="true while taking over a running instance: every credential from config, none generated (default false)"),
     "takeoverChanges": Key("object", help="what the first up intends to change in the running release's values: {path as takeover-diff prints it: reason}"),

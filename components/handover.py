@@ -32,6 +32,10 @@ def s3_import_profiles(instance: str) -> dict[str, tuple[str, str]]:
     }
 
 
+# when each step is due (components/manual_steps.py DUE_ORDER): 1-4 end with the first up, 5-6 follow it
+BEFORE_FIRST_UP, AFTER_UP = "before-first-up", "after-up"
+
+
 def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, str]]:
     """The hand-over, in the order it is done; each step a ready command, quoted."""
     ns = shlex.quote(cfg.namespace)
@@ -41,6 +45,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
     helmfile_dirs = f"helmfile.d/dse-k8s-services/{cfg.namespace} and helmfile.d/dse-k8s-services/{cfg.pg_service_name}"
     return [
         {
+            "due": BEFORE_FIRST_UP,
             "step": "Take-over 1/6: stop helmfile deploys of this instance",
             "where": "operations/deployment-charts",
             "key": helmfile_dirs,
@@ -48,6 +53,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
                         "prepare (do not merge yet) the patch that removes both directories"),
         },
         {
+            "due": BEFORE_FIRST_UP,
             "step": "Take-over 2/6: make Helm forget the database release, keeping every object",
             "where": f"the deployment server, namespace {cfg.namespace}",
             "key": f"Helm release {cfg.pg_service_name}",
@@ -59,6 +65,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             ),
         },
         {
+            "due": BEFORE_FIRST_UP,
             "step": "Take-over 3/6: import what runs into the stack",
             "where": "the deployment server, this repository",
             "key": f"stack {cfg.instance}",
@@ -77,6 +84,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             ),
         },
         {
+            "due": BEFORE_FIRST_UP,
             "step": "Take-over 4/6: see what the first update changes, then apply it",
             "where": "the deployment server, this repository",
             "key": f"stack {cfg.instance}",
@@ -88,6 +96,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             ),
         },
         {
+            "due": AFTER_UP,
             "step": "Take-over 5/6: end the take-over",
             "where": "the deployment server, this repository",
             "key": f"stack {cfg.instance}",
@@ -100,6 +109,7 @@ def steps(cfg: InstanceConfig, kubeconfig: str | None = None) -> list[dict[str, 
             ),
         },
         {
+            "due": AFTER_UP,
             "step": "Take-over 6/6: retire both helmfile directories",
             "where": "operations/deployment-charts",
             "key": helmfile_dirs,

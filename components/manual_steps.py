@@ -4,6 +4,11 @@ They become the ``manualSteps`` stack output (and show in the offline preview). 
 never in them: where a snippet needs one it says which secret stack output holds it
 (``pulumi stack output --show-secrets <name>``).  Each step names the repository, the file,
 the key and the snippet to add.
+
+Each step carries ``due``, one of ``DUE_ORDER``: when in the instance's life it is done.  The
+output is one flat list sorted by that order (steps of one group keep the order they are done
+in), so a consumer reads it top to bottom or groups it by ``due``; ``DUE_HEADINGS`` gives each
+group's heading, and ``render_text`` prints the groups under them (the offline preview).
 """
 
 from __future__ import annotations
@@ -14,11 +19,34 @@ import yaml
 
 from components import handover, kerberos, rgw_user
 from components.config import InstanceConfig
+from components.config_keys import PHASES
 from components.namespace import ADMIN_NG_STEP, admin_ng_entry
 
 DEPLOYMENT_CHARTS = "operations/deployment-charts"
 PUPPET_PRIVATE = "puppet private repository (/srv/git/private on the puppetserver)"
 PUPPET = "operations/puppet"
+
+# when a step is due, in the order the groups come; "phase:<p>" for each migration phase
+BEFORE_FIRST_UP = "before-first-up"
+AFTER_UP = "after-up"
+RETIREMENT = "retirement"
+DUE_ORDER: tuple[str, ...] = (BEFORE_FIRST_UP, AFTER_UP, *(f"phase:{p}" for p in PHASES), RETIREMENT)
+DUE_HEADINGS: dict[str, str] = {
+    BEFORE_FIRST_UP: "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret)",
+    AFTER_UP: "After `pulumi up` (once the instance runs)",
+    **{f"phase:{p}": f"At migration phase {p} (around its `pulumi up`)" for p in PHASES},
+    RETIREMENT: "At retirement (only when the instance is retired for good)",
+}
+
+
+def _due(due: str, steps: list[dict[str, str]]) -> list[dict[str, str]]:
+    assert due in DUE_ORDER, due
+    return [{**s, "due": due} for s in steps]
+
+
+def in_due_order(steps: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Sorted by ``DUE_ORDER``; within a group, the order given (a stable sort)."""
+    return sorted(steps, key=lambda s: DUE_ORDER.index(s["due"]))
 
 
 def _yaml(data: Any) -> str:
@@ -117,8 +145,24 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
                 }
             ),
         })
-    # while taking a helmfile-deployed instance over, its hand-over comes first
-    return (handover.steps(cfg) if cfg.takeover else []) + steps + legacy_steps(cfg) + retirement_steps(cfg)
+    # Due before the first up: what the program needs to run at all (the deploy kubeconfig, the
+    # namespace with its labels and tenants, the OIDC client secret, a required config key).  After
+    # up: what makes the running instance reachable and backed up.
+    after = ("DNS records", "LDAP group", "ATS redirect", "Out-of-band backup")
+    before = [s for s in steps if not s["step"].startswith(after)]
+    later = [s for s in steps if s["step"].startswith(after)]
+    # A take-over: its hand-over (steps 1-4 end with the first up, 5-6 follow it) after the
+    # prerequisites, which a running instance has already met (they are checks then).
+    takeover = handover.steps(cfg) if cfg.takeover else []
+    tagged = (
+        _due(BEFORE_FIRST_UP, before)
+        + [s for s in takeover if s["due"] == BEFORE_FIRST_UP]
+        + [s for s in takeover if s["due"] == AFTER_UP]
+        + _due(AFTER_UP, later)
+        + legacy_steps(cfg)
+        + retirement_steps(cfg)
+    )
+    return in_due_order(tagged)
 
 
 def retirement_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
@@ -140,6 +184,7 @@ def retirement_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
     if not cfg.phase_at_least("scheduler"):
         return []
     return [{
+        "due": RETIREMENT,
         "step": "Retiring the instance: what stays after `pulumi destroy`",
         "where": f"{cfg.rgw_admin_host} and {cfg.kdc_host}",
         "key": f"{cfg.airflow_s3_user}, {cfg.pg_s3_user}, principals of {cfg.service_fqdn}",
@@ -156,6 +201,7 @@ def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
     secrets_key = f"profile::airflow::instances_secrets.{inst}.secret_key"
     if cfg.phase == "webserver":
         return [{
+            "due": "phase:webserver",
             "step": "Share the webserver secret key with the legacy scheduler",
             "where": f"{PUPPET_PRIVATE}: {legacy.hiera_file}",
             "key": secrets_key,
@@ -164,6 +210,7 @@ def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
         }]
     if cfg.phase == "scheduler":
         return [{
+            "due": "phase:scheduler",
             "step": "Announce the scheduler downtime, then check DAGs on Kubernetes",
             "where": "Slack and IRC; then https://" + cfg.extra_fqdns[0],
             "key": f"{legacy.host}: airflow-{{webserver,kerberos,scheduler}}@*",
@@ -175,6 +222,7 @@ def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
         }]
     if cfg.phase == "database-import":
         return [{
+            "due": "phase:database-import",
             "step": "Announce the database downtime",
             "where": "Slack and IRC",
             "key": f"{legacy.db_host}/{legacy.db_name}",
@@ -184,7 +232,7 @@ def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
     if cfg.phase == "database":
         return []
     # complete: legacy clean-up
-    return [
+    return _due("phase:complete", [
         {
             "step": "Remove the legacy instance's secrets from puppet",
             "where": f"{PUPPET_PRIVATE}: {legacy.hiera_file}",
@@ -207,13 +255,18 @@ def legacy_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
             "key": f"{legacy.db_name} (user {legacy.db_user})",
             "snippet": f"after the team's retention period: pg_dump it to the backup host, then drop database {legacy.db_name} and role {legacy.db_user}",
         },
-    ]
+    ])
 
 
 def render_text(steps: list[dict[str, str]]) -> str:
-    """Human-readable form, as printed by the preview."""
+    """Human-readable form, as printed by the preview: the steps under the heading of when they
+    are due, in ``DUE_ORDER``, numbered through."""
     out = []
-    for i, s in enumerate(steps, 1):
+    group = None
+    for i, s in enumerate(in_due_order(steps), 1):
+        if s["due"] != group:
+            group = s["due"]
+            out.append(f"{DUE_HEADINGS[group]}:\n")
         out.append(f"{i}. {s['step']}\n   where: {s['where']}\n   key:   {s['key']}\n")
         out.extend(f"   | {line}\n" for line in s["snippet"].rstrip("\n").splitlines())
     return "".join(out)

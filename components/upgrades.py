@@ -54,23 +54,55 @@ def canary_versions(canary: str, root: Path = ROOT) -> dict[str, set[str]]:
                           f"fix {path.name} (preview it: ./dev preview -s {canary})") from None
 
 
+def canary_moved_from(canary: str, key: str, root: Path = ROOT) -> tuple[str, str, int] | None:
+    """(project default, the canary's override, length of its history) when the canary overrides
+    ``key`` with another version than the project default, i.e. it moved away from the default
+    (the runbook's first upgrade step: `pulumi config set -s <canary> imageVersion <new>`)."""
+    history = {"imageVersion": "imageHistory", "airflowChartVersion": "chartHistory"}[key]
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
+    doc = yaml.safe_load((root / f"Pulumi.{canary}.yaml").read_text(encoding="utf-8")) or {}
+    override = (doc.get("config") or {}).get(f"{PROJECT}:{key}")
+    default = _stack_value(project, {}, key)
+    if override is None or str(override) == str(default):
+        return None
+    return str(default), str(override), len(_stack_value(project, doc, history) or [])
+
+
+def _refuse(cfg: InstanceConfig, key: str, version: str, root: Path) -> ConfigError:
+    """The refusal of ``version`` (not the canary's now, nor in its history).
+
+    When the canary has just moved away from the project default and this stack still runs that
+    default, the version most likely *did* run on the canary (it was its version until the
+    override): saying "has not run" would be untrue.  The program cannot tell from the files
+    whether the canary ran it, so it says what it knows and names the exact line that records it
+    (README "Upgrading": the history lists the versions the canary ran before)."""
+    canary = cfg.canary_stack
+    history = {"imageVersion": "imageHistory", "airflowChartVersion": "chartHistory"}[key]
+    moved = canary_moved_from(canary, key, root)
+    if moved is not None and moved[0] == version:
+        default, now, index = moved
+        return ConfigError(
+            key,
+            f"{version} is the project default, which the canary stack {canary} no longer runs (it overrides "
+            f"{key} with {now}) and its {history} does not list",
+            f"if {canary} ran it before, record it: add the line `    - {version}` under `{PROJECT}:{history}:` in "
+            f"Pulumi.{canary}.yaml (`pulumi config set --path -s {canary} '{history}[{index}]' {version}`); "
+            f"if not, deploy it to {canary} first",
+        )
+    fix = ("deploy it to {c} first (override {k} there), then to the other stacks" if key == "imageVersion"
+           else "deploy it to {c} first (or list it in its {h}), then to the other stacks")
+    return ConfigError(key, f"{version} has not run on the canary stack {canary}", fix.format(c=canary, k=key, h=history))
+
+
 def check_canary_rule(cfg: InstanceConfig, stack: str, root: Path = ROOT) -> None:
     """Raise a one-line ConfigError when ``stack`` would run a version the canary has not."""
     if stack == cfg.canary_stack:
         return
-    allowed = canary_versions(cfg.canary_stack, root)
+    allowed = canary_versions(cfg.canary_stack, root)  # a broken canary file fails there, in one line
     if cfg.image_version not in allowed["image"]:
-        raise ConfigError(
-            "imageVersion",
-            f"{cfg.image_version} has not run on the canary stack {cfg.canary_stack}",
-            f"deploy it to {cfg.canary_stack} first (override imageVersion there), then to the other stacks",
-        )
+        raise _refuse(cfg, "imageVersion", cfg.image_version, root)
     if cfg.airflow_chart_version not in allowed["chart"]:
-        raise ConfigError(
-            "airflowChartVersion",
-            f"{cfg.airflow_chart_version} has not run on the canary stack {cfg.canary_stack}",
-            f"deploy it to {cfg.canary_stack} first (or list it in its chartHistory), then to the other stacks",
-        )
+        raise _refuse(cfg, "airflowChartVersion", cfg.airflow_chart_version, root)
     if cfg.image_history or cfg.chart_history:
         raise ConfigError("imageHistory", f"is only meaningful on the canary stack {cfg.canary_stack}", "remove it from this stack")
 

@@ -1,21 +1,25 @@
 """Steps no API reaches: exact file, key and snippet, secrets masked."""
 
+import pytest
 import yaml
 
-from tests.conftest import rendered, stack_config
+from tests.conftest import rendered, stack_cfg, stack_config
 
-EXPECTED_STEPS = [
+BEFORE_FIRST_UP = [
     "Kubernetes read and deploy users",
     "admin_ng namespace entry (namespace, labels, deploy ClusterRole, TLS certificate SANs)",
     "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",
     "ceph-csi cephfs tenant namespace (DAGs and kerberos PVCs, ceph-cephfs-ssd)",
     "CloudNativePG operator watches the namespace",
+    "IDP (CAS) OIDC service registration",
+]
+AFTER_UP = [
     "DNS records (internal discovery name and public name)",
     "LDAP group for Op access",
-    "IDP (CAS) OIDC service registration",
     "ATS redirect from the public name to the Kubernetes ingress",
     "Out-of-band backup of the PostgreSQL bucket",
 ]
+EXPECTED_STEPS = BEFORE_FIRST_UP + AFTER_UP
 
 
 def steps(stack):
@@ -94,3 +98,86 @@ def test_manual_steps_carry_no_secret():
     text = repr(rendered("search").stack_outputs["manualSteps"])
     for key in secret_keys:
         assert config[key] not in text, f"{key} leaked into the manual steps"
+
+
+# --- when each step is due ------------------------------------------------------------------
+
+from components import handover, manual_steps  # noqa: E402
+from components.config_keys import PHASES  # noqa: E402
+from tests.conftest import run_stack  # noqa: E402
+from tests.test_migration_phases import phase_overrides  # noqa: E402
+
+CLOSED_DUE_SET = {"before-first-up", "after-up", *(f"phase:{p}" for p in PHASES), "retirement"}
+
+
+def _phase_steps(phase, **extra):
+    overrides, secrets = phase_overrides(phase)
+    run = run_stack("search", overrides={**overrides, **extra.get("overrides", {})},
+                    secret_overrides={**secrets, **extra.get("secrets", {})})
+    assert run.error is None, run.error
+    return run.monitor.stack_outputs["manualSteps"]
+
+
+def _takeover_steps():
+    from tests.test_takeover import PAIRS, TAKEOVER
+
+    run = run_stack("search", overrides=TAKEOVER, secret_overrides=PAIRS)
+    assert run.error is None, run.error
+    return run.monitor.stack_outputs["manualSteps"]
+
+
+def test_the_due_tags_are_a_closed_set_in_a_fixed_order():
+    assert tuple(manual_steps.DUE_ORDER) == (
+        "before-first-up", "after-up", "phase:webserver", "phase:scheduler", "phase:database-import",
+        "phase:database", "phase:complete", "retirement")
+    assert set(manual_steps.DUE_HEADINGS) == CLOSED_DUE_SET
+    assert (handover.BEFORE_FIRST_UP, handover.AFTER_UP) == (manual_steps.BEFORE_FIRST_UP, manual_steps.AFTER_UP)
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_every_step_of_every_phase_is_due_at_a_known_time_and_listed_in_due_order(phase):
+    out = _phase_steps(phase)
+    assert all(s.get("due") in CLOSED_DUE_SET for s in out), [s["step"] for s in out if s.get("due") not in CLOSED_DUE_SET]
+    ranks = [manual_steps.DUE_ORDER.index(s["due"]) for s in out]
+    assert ranks == sorted(ranks), [s["due"] for s in out]
+    # the prerequisites of the first up lead, whatever the phase
+    assert [s["step"] for s in out[:6]] == BEFORE_FIRST_UP and {s["due"] for s in out[:6]} == {"before-first-up"}
+    # a phase's own steps are tagged with that phase and no other phase's steps appear
+    legacy = [s for s in out if s["due"].startswith("phase:")]
+    assert legacy and {s["due"] for s in legacy} == {f"phase:{phase}"} if phase != "database" else not legacy
+
+
+def test_the_example_stacks_steps_carry_their_due_tags():
+    by_step = {s["step"]: s["due"] for s in rendered("search").stack_outputs["manualSteps"]}
+    assert {by_step[s] for s in BEFORE_FIRST_UP} == {"before-first-up"}
+    assert {by_step[s] for s in AFTER_UP} == {"after-up"}
+    assert by_step["Retire the legacy database"] == "phase:complete"
+    assert by_step["Retiring the instance: what stays after `pulumi destroy`"] == "retirement"
+    assert _phase_steps("webserver")[-1]["due"] == "phase:webserver"  # webserver has no retirement step yet
+    assert [s["due"] for s in _phase_steps("scheduler") if s["step"].startswith("Announce")] == ["phase:scheduler"]
+
+
+def test_a_takeover_does_its_handover_around_the_first_up():
+    out = _takeover_steps()
+    names = [s["step"] for s in out]
+    handover_names = [s["step"] for s in handover.steps(stack_cfg("search"))]
+    # prerequisites (a running instance has met them: checks), then take-over 1-4 ending with the first up
+    assert names[:10] == BEFORE_FIRST_UP + handover_names[:4]
+    # 5-6 (end the take-over, retire the helmfile dirs) lead what is due after the up
+    assert names[10:12] == handover_names[4:] and [s["due"] for s in out[10:12]] == ["after-up", "after-up"]
+    assert names[12:16] == AFTER_UP
+
+
+def test_the_preview_text_groups_the_steps_under_their_headings_in_due_order():
+    out = rendered("search").stack_outputs["manualSteps"]
+    text = manual_steps.render_text(out[10:] + out[:10])  # the later groups first: render_text sorts
+    headings = [line for line in text.splitlines() if not line[:1].isdigit() and not line.startswith(" ")]
+    assert headings == [
+        "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret):",
+        "After `pulumi up` (once the instance runs):",
+        "At migration phase complete (around its `pulumi up`):",
+        "At retirement (only when the instance is retired for good):",
+    ]
+    numbered = [line.split(". ", 1)[1] for line in text.splitlines() if line[:1].isdigit()]
+    assert numbered[:10] == EXPECTED_STEPS  # numbered through, in due order
+    assert text.index("After `pulumi up`") < text.index("7. DNS records") < text.index("At migration phase complete")

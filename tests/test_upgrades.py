@@ -109,3 +109,69 @@ def test_a_stack_cannot_name_the_canary_only_pulumi_yaml_does():
         run = run_stack("search", overrides={"canaryStack": canary})
         assert str(run.error).startswith("airflow:canaryStack: is a project setting and differs from Pulumi.yaml"), run.error
         assert run.monitor.registered() == []
+
+
+# --- the canary moved on: the stacks still on its previous version ---------------------------
+
+def _canary_moved_to(project_copy, image, history=None):
+    canary = project_copy / "Pulumi.test-k8s.yaml"
+    extra = f"  airflow:imageVersion: {image}\n"
+    if history is not None:
+        extra += "  airflow:imageHistory:\n" + "".join(f"    - {v}\n" for v in history)
+    canary.write_text(canary.read_text().replace("config:\n", "config:\n" + extra, 1))
+    return canary
+
+
+def test_when_the_canary_moves_on_the_refusal_names_the_exact_history_line(project_copy):
+    old = load_cfg("search").image_version  # the project default, which test-k8s ran until now
+    _canary_moved_to(project_copy, NEW_IMAGE)
+    with pytest.raises(ConfigError) as refused:
+        upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)
+    message = str(refused.value)
+    assert "has not run" not in message
+    assert message == (
+        f"airflow:imageVersion: {old} is the project default, which the canary stack test-k8s no longer runs "
+        f"(it overrides imageVersion with {NEW_IMAGE}) and its imageHistory does not list; "
+        f"if test-k8s ran it before, record it: add the line `    - {old}` under `airflow:imageHistory:` in "
+        f"Pulumi.test-k8s.yaml (`pulumi config set --path -s test-k8s 'imageHistory[0]' {old}`); "
+        "if not, deploy it to test-k8s first"
+    )
+
+
+def test_the_named_line_is_the_fix(project_copy):
+    old = load_cfg("search").image_version
+    canary = _canary_moved_to(project_copy, NEW_IMAGE)
+    # doing exactly what the message says: the line under airflow:imageHistory in the canary's file
+    canary.write_text(canary.read_text().replace(
+        f"  airflow:imageVersion: {NEW_IMAGE}\n",
+        f"  airflow:imageVersion: {NEW_IMAGE}\n  airflow:imageHistory:\n    - {old}\n", 1))
+    upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)  # no error
+
+
+def test_the_cli_index_appends_after_the_existing_history(project_copy):
+    old = load_cfg("search").image_version
+    earlier = NEW_IMAGE.replace("a" * 40, "c" * 40)
+    _canary_moved_to(project_copy, NEW_IMAGE, history=[earlier])
+    with pytest.raises(ConfigError, match=r"'imageHistory\[1\]' " + old):
+        upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)
+
+
+def test_a_truly_untested_version_is_still_refused_even_while_the_canary_moves(project_copy):
+    untested = NEW_IMAGE.replace("a" * 40, "d" * 40)
+    cfg = dataclasses.replace(load_cfg("search"), image_version=untested)
+    for moved in (False, True):
+        if moved:
+            _canary_moved_to(project_copy, NEW_IMAGE)
+        with pytest.raises(ConfigError) as refused:
+            upgrades.check_canary_rule(cfg, "search", root=project_copy)
+        assert str(refused.value).startswith(f"airflow:imageVersion: {untested} has not run on the canary stack test-k8s; deploy it to test-k8s first")
+
+
+def test_a_chart_the_canary_moved_from_gets_the_chart_history_line(project_copy):
+    canary = project_copy / "Pulumi.test-k8s.yaml"
+    default = load_cfg("search").airflow_chart_version
+    canary.write_text(canary.read_text().replace("config:\n", "config:\n  airflow:airflowChartVersion: 0.0.178\n", 1))
+    with pytest.raises(ConfigError) as refused:
+        upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)
+    assert str(refused.value).startswith(f"airflow:airflowChartVersion: {default} is the project default, which the canary")
+    assert f"`pulumi config set --path -s test-k8s 'chartHistory[2]' {default}`" in str(refused.value)

@@ -291,7 +291,9 @@ def run_program(
 
         mocks = platform_model.new_instance_after_admin_ng()
     monitor = RecordingMonitor(mocks)
-    pm.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    # organization: what the self-managed backend always reports (pulumi/pulumi pkg/backend/diy/state.go),
+    # part of the stack name the phase guard reads its own outputs under (components/phase_guard.py)
+    pm.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor, organization="organization")
     # Let run_in_stack create and finish the Stack, as the language host does; it must
     # reuse the loop set_mocks queued its RPCs on (a new loop hangs forever).
     settings.set_root_resource(None)

@@ -27,6 +27,10 @@ each registration the way the real provider and engine would, every behaviour ci
   release that runs pods on CloudNativePG while that Service or the ``-app`` Secret is missing
   fails its Helm wait and the atomic release rolls back.
 
+* **a stack's own previous outputs** are what its last update recorded (the phase guard reads
+  ``phase`` through the built-in ``pulumi:pulumi:readStackOutputs``, components/phase_guard.py):
+  none before the first update; ``deployed_phase`` models it.
+
 Every other registration (providers, random, Commands, buckets) is recorded in ``events``
 in the order the engine would run it.  Not an engine: no state, no diff.
 """
@@ -45,6 +49,8 @@ from tools import mockrun
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+READ_STACK_OUTPUTS = "pulumi:pulumi:readStackOutputs"
+RUNBOOK = "(the runbook's previous phase)"
 BUCKET = "aws:s3/bucket:Bucket"
 WAIT_FOR = "pulumi.com/waitFor"
 
@@ -70,6 +76,13 @@ class LivePlatform(mockrun.Mocks):
     seed: Callable[["LivePlatform"], None] | None = None  # fills ``objects`` on first use
     events: list[str] = field(default_factory=list)
     pending: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    # The stack's previous outputs as the backend keeps them, read by the phase guard: the
+    # ``phase`` a previous update recorded (None: never deployed), or RUNBOOK: the phase before the
+    # configured one on the runbook's path (none for webserver and for a new instance at complete),
+    # i.e. the ``up`` that takes the stack one step forward, which the guard accepts.
+    deployed_phase: str | None = RUNBOOK
+    other_stacks: dict[str, dict[str, Any]] = field(default_factory=dict)  # full name -> outputs
+    stack_reads: list[str] = field(default_factory=list)  # "<name> phase=<x>" per read
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # --- the state -------------------------------------------------------------------------
@@ -102,6 +115,29 @@ class LivePlatform(mockrun.Mocks):
                 exc.resource = exc.resource or f"{args.typ} {args.name}"
                 raise
         return super().new_resource(args)
+
+    def call(self, args: pm.MockCallArgs):
+        if args.token != READ_STACK_OUTPUTS:
+            return super().call(args)
+        # the built-in provider's readStackOutputs (pulumi/pulumi pkg/resource/deploy/builtins.go
+        # readStackReference): {name, outputs, secretOutputNames}; an unknown stack fails the read
+        # (pkg/backend/backend.go GetStackOutputs: "unknown stack"), a never-updated one has no outputs
+        # (pkg/backend/diy/state.go getSnapshotStackOutputs)
+        import pulumi
+
+        name = args.args.get("name")
+        if name == f"organization/{pulumi.get_project()}/{pulumi.get_stack()}":
+            phase = self.deployed_phase
+            if phase == RUNBOOK:
+                phase = runbook_previous_phase(pulumi.Config("airflow").get("phase") or "complete",
+                                               pulumi.Config("airflow").get("legacy") is not None)
+            outputs = {} if phase is None else {"phase": phase}
+        elif name in self.other_stacks:
+            outputs = self.other_stacks[name]
+        else:
+            raise ProviderError(f"unknown stack {name!r}", READ_STACK_OUTPUTS)
+        self.stack_reads.append(f"{name} phase={outputs.get('phase') or 'none'}")
+        return {"name": name, "outputs": outputs, "secretOutputNames": []}
 
     def _read(self, args: pm.MockResourceArgs):
         kind = args.typ.rsplit(":", 1)[-1]
@@ -190,6 +226,16 @@ class LivePlatform(mockrun.Mocks):
         self.events.append(f"install Release {namespace}/{name}")
 
 
+def runbook_previous_phase(phase: str, legacy: bool) -> str | None:
+    """The phase a stack is in before the runbook's ``up`` to ``phase``: none before webserver (a
+    migration's first up) or before a new instance's complete; the one before it otherwise."""
+    from components.config_keys import PHASES
+
+    if phase not in PHASES or phase == "webserver" or (phase == "complete" and not legacy):
+        return None
+    return PHASES[PHASES.index(phase) - 1]
+
+
 def _ready(cluster: dict[str, Any]) -> bool:
     conditions = (cluster.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -248,7 +294,7 @@ def admin_ng_objects(cfg) -> list[dict[str, Any]]:
     ]
 
 
-def new_instance_after_admin_ng() -> LivePlatform:
+def new_instance_after_admin_ng(deployed_phase: str | None = RUNBOOK) -> LivePlatform:
     """A brand-new instance whose admin_ng and Kubernetes-user steps are done, nothing else.
 
     Seeded lazily from the program's own validated config (read when the first resource is
@@ -261,7 +307,7 @@ def new_instance_after_admin_ng() -> LivePlatform:
         for obj in admin_ng_objects(cfg):
             platform.add(obj)
 
-    return LivePlatform(seed=seed)
+    return LivePlatform(seed=seed, deployed_phase=deployed_phase)
 
 
 def empty_platform() -> LivePlatform:

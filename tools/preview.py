@@ -187,8 +187,15 @@ def print_tree(run: mockrun.Run, out: TextIO, show_inputs: bool = True) -> None:
                 out.write(f"    {line}\n")
         else:
             out.write(f"  {key}: {json.dumps(value, sort_keys=True)}\n")
+    reads = getattr(run.extra.get("mocks"), "stack_reads", [])
+    if reads:
+        # the phase guard's read of this stack's previous outputs (components/phase_guard.py); offline
+        # there is no state: the model answers the runbook's previous phase (tools/platform_model.py)
+        recorded = reads[-1].rsplit("phase=", 1)[-1]
+        out.write(f"Phase guard: recorded phase {recorded} (offline model: the runbook's previous phase; "
+                  f"`pulumi preview` reads the stack's own outputs)\n")
     if steps:
-        out.write("Manual steps (systems this program cannot reach):\n")
+        out.write("Manual steps (systems this program cannot reach), grouped by when they are due:\n")
         out.write(render_text(steps))
     custom = [r for r in mon.registered() if r.custom and not r.read and not r.type.startswith(PROVIDER_PREFIX)]
     out.write(f"Resources: {len(mon.registered())} ({len(custom)} managed, "
