@@ -11,6 +11,10 @@ Job or the legacy host) and compares, over every user table of every non-system 
 * an order-independent checksum of each table's rows,
 * the set of sequences and each sequence's ``last_value`` and ``is_called``.
 
+While the checksums run it prints, every ``progress_seconds`` (30), a timestamped line on
+stderr: relations and bytes (``pg_table_size``) checksummed per side, the rate and the time
+left (the Job's log; counts and sizes only, never a secret).
+
 It prints a per-object report on stdout and exits 0 only if everything matches, 1 on any
 difference, 2 on usage or connection errors (or when a query fails: we never say "match" about
 a table we could not read).
@@ -136,6 +140,58 @@ UNREADABLE_SQL = (
 
 PROBE_SQL = SERVER_INFO_SQL + ";\n" + UNREADABLE_SQL + ";\n"
 
+# What the progress lines measure against: kind <TAB> key <TAB> bytes on disk, one line per
+# table and sequence (the keys of the checksum output), read before the checksums start.
+SIZES_SQL = (
+    "SELECT CASE c.relkind WHEN 'r' THEN 'table' ELSE 'sequence' END, "
+    f"{_KEY}, CASE c.relkind WHEN 'r' THEN pg_table_size(c.oid) ELSE 0 END\n"
+    + _USER_RELATIONS.format(relkind="IN ('r', 'S')")
+    + ";\n"
+)
+
+PROGRESS_SECONDS = 30  # a progress line on stderr this often
+
+# argv: source sizes, source output, target sizes, target output (the output files so far);
+# -v elapsed=SECONDS.  One line: relations and bytes done per side, rate, time left (the slower
+# side's, each estimated per relation and per byte at its rate so far, the larger of the two).
+PROGRESS_AWK = r"""
+BEGIN { FS = "\t" }
+FILENAME == ARGV[1] { size[1, $1 FS $2] = $3; total[1]++; bytes[1] += $3; next }
+FILENAME == ARGV[2] { k = $1 FS $2; if ((1, k) in size) { done[1]++; dbytes[1] += size[1, k] } next }
+FILENAME == ARGV[3] { size[2, $1 FS $2] = $3; total[2]++; bytes[2] += $3; next }
+FILENAME == ARGV[4] { k = $1 FS $2; if ((2, k) in size) { done[2]++; dbytes[2] += size[2, k] } next }
+function hb(n) {
+    if (n < 1000) return sprintf("%d B", n)
+    if (n < 1e6) return sprintf("%.1f kB", n / 1e3)
+    if (n < 1e9) return sprintf("%.1f MB", n / 1e6)
+    if (n < 1e12) return sprintf("%.1f GB", n / 1e9)
+    return sprintf("%.1f TB", n / 1e12)
+}
+function hs(t) {
+    t = int(t + 0.5)
+    if (t < 60) return sprintf("%d s", t)
+    if (t < 3600) return sprintf("%d min %02d s", int(t / 60), t % 60)
+    return sprintf("%d h %02d min", int(t / 3600), int((t % 3600) / 60))
+}
+# -1: unknown (nothing done yet)
+function left(i,    a, b) {
+    if (done[i] + 0 >= total[i] + 0) return 0
+    if (elapsed <= 0 || done[i] + 0 == 0) return -1
+    a = (total[i] - done[i]) * elapsed / done[i]
+    if (dbytes[i] > 0) { b = (bytes[i] - dbytes[i]) * elapsed / dbytes[i]; if (b > a) a = b }
+    return a
+}
+END {
+    l1 = left(1); l2 = left(2)
+    if (l1 < 0 || l2 < 0) eta = "time left unknown yet"
+    else eta = "about " hs(l1 > l2 ? l1 : l2) " left"
+    rate = elapsed > 0 ? (dbytes[1] + dbytes[2]) / elapsed : 0
+    printf "progress: source %d of %d relations (%s of %s), target %d of %d (%s of %s) checksummed; %s/s; %s\n", \
+        done[1], total[1], hb(dbytes[1] + 0), hb(bytes[1] + 0), done[2], total[2], hb(dbytes[2] + 0), hb(bytes[2] + 0), \
+        hb(rate), eta
+}
+"""
+
 # Joins the two outputs (source file first) on kind+key; the report goes to stdout.
 # Exit 0: all match; 1: a difference.  POSIX awk (mawk in Debian and in the CNPG images).
 COMPARE_AWK = r"""
@@ -208,6 +264,7 @@ cleanup() {
     # interrupted (Job deleted, Ctrl-C): SIGINT makes psql cancel its running query on the
     # server too, so no checksum scan keeps running on the legacy database
     local pid
+    if [[ -n ${monitor_pid:-} ]]; then kill -TERM "$monitor_pid" 2>/dev/null || true; fi
     for pid in $(jobs -p); do kill -INT "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf -- "$workdir"
@@ -269,12 +326,36 @@ target_info="$(probe target "$TARGET_LABEL")" || exit 2
 """
 
 _RUN = r"""
+stamp() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+for side in source target; do
+    (on "$side" -f "$workdir/sizes.sql") > "$workdir/$side.sizes" 2> "$workdir/$side.err" < /dev/null \
+        || die "cannot read the table sizes of the $side database: $(one_line "$workdir/$side.err")"
+done
+progress() {  # one progress line on stderr (never a secret: counts and sizes)
+    local line
+    line="$(awk -v elapsed="$((SECONDS - checksums_started))" -f "$workdir/progress.awk" "$workdir/source.sizes" \
+        "$workdir/source.out" "$workdir/target.sizes" "$workdir/target.out" 2>/dev/null)" || line="progress: unknown"
+    printf 'db_verify: %s %s\n' "$(stamp)" "$line" >&2
+}
+checksums_started=$SECONDS
+printf 'db_verify: %s checksumming every table and sequence on both sides; a progress line every %ss\n' \
+    "$(stamp)" "$PROGRESS_SECONDS" >&2
+: > "$workdir/source.out"
+: > "$workdir/target.out"
 (on source -f "$workdir/checksum.sql") > "$workdir/source.out" 2> "$workdir/source.err" < /dev/null &
 source_pid=$!
 (on target -f "$workdir/checksum.sql") > "$workdir/target.out" 2> "$workdir/target.err" < /dev/null &
 target_pid=$!
+# the monitor: its sleep holds no stdout/stderr, so nothing waits on it once it is killed
+( while sleep "$PROGRESS_SECONDS" < /dev/null > /dev/null 2>&1; do progress; done ) &
+monitor_pid=$!
 source_rc=0; wait "$source_pid" || source_rc=$?
 target_rc=0; wait "$target_pid" || target_rc=$?
+kill -TERM "$monitor_pid" 2>/dev/null || true
+wait "$monitor_pid" 2>/dev/null || true
+monitor_pid=
+(( source_rc != 0 || target_rc != 0 )) || progress
+printf 'db_verify: %s checksums done in %s s\n' "$(stamp)" "$((SECONDS - checksums_started))" >&2
 (( source_rc == 0 )) || die "checksum queries failed on the source database $SOURCE_LABEL: $(one_line "$workdir/source.err")"
 (( target_rc == 0 )) || die "checksum queries failed on the target database $TARGET_LABEL: $(one_line "$workdir/target.err")"
 
@@ -314,6 +395,7 @@ def verify_script(
     *,
     source_sslmode: str = "prefer",
     target_sslmode: str = "prefer",
+    progress_seconds: int | float = PROGRESS_SECONDS,
 ) -> str:
     """The bash script comparing ``source_db`` with ``target_db``; passwords on stdin.
 
@@ -328,6 +410,9 @@ def verify_script(
         verify_script("an-db1001.eqiad.wmnet", 5432, "airflow_search", "airflow_search",
                       "postgresql-airflow-search-rw", 5432, "app", "app", source_sslmode="require")
     """
+    if isinstance(progress_seconds, bool) or not isinstance(progress_seconds, (int, float)) \
+            or not 0.1 <= progress_seconds <= 3600:
+        raise ValueError(f"progress_seconds must be a number in 0.1..3600, got {progress_seconds!r}")
     for sslmode in (source_sslmode, target_sslmode):
         if sslmode not in SSLMODES:
             raise ValueError(f"sslmode must be one of {SSLMODES}, not {sslmode!r}")
@@ -343,6 +428,7 @@ def verify_script(
         "TARGET_USER": _name("target_user", target_user),
         "TARGET_SSLMODE": target_sslmode,
     }
+    settings["PROGRESS_SECONDS"] = repr(float(progress_seconds))
     assignments = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
     return (
         remote.header("verify an imported PostgreSQL database against its source; read-only")
@@ -351,6 +437,8 @@ def verify_script(
         + _file("probe.sql", PROBE_SQL)
         + _file("checksum.sql", CHECKSUM_SQL)
         + _file("compare.awk", COMPARE_AWK.lstrip())
+        + _file("sizes.sql", SIZES_SQL)
+        + _file("progress.awk", PROGRESS_AWK.lstrip())
         + _PROBE
         + _RUN
     )

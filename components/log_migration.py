@@ -16,32 +16,29 @@ and fix what measured badly (shared/reference/ceph-rgw-s3-study.md, bench/README
   dir that an EXIT trap removes.  A run killed with SIGKILL cannot run its trap, so every run
   first removes the scratch dirs of earlier runs whose process is gone: "kill, then re-run"
   leaves no key on disk;
-* one s3cmd process uploads one file at a time, about 5 ms each on an idle loopback RGW: the
-  sync runs ``parallelism`` jobs over disjoint parts of the tree (``xargs -P``; fewer jobs for
-  a tree under ``parallelism * min_files_per_job`` files).  A planner (python3, which s3cmd
-  itself runs on) spreads whole top-level entries over the jobs by file count, largest first;
-  an entry above total/jobs files (one busy DAG) is cut into chunks handed to s3cmd with
-  ``--files-from``, so each s3cmd lists its prefix once (one s3cmd source per ``run_id=`` dir
-  would cost one LIST request each: a 3x slower second pass, measured).  A job runs one
-  s3cmd for its whole entries (the runbook's form: several sources) and one per chunk;
-* s3cmd guesses each file's type with libmagic, ~40% of its CPU per small file; with
-  ``--no-mime-magic --default-mime-type=text/plain`` a ``.log`` gets ``text/plain`` (what
-  libmagic said for the runbook) from the extension table's fallback, at no cost;
-* every job's exit status counts: one failing job fails the script (after the others end),
-  and the script names the entries that job covered.
+* one s3cmd process uploads one file at a time, and spends ~0.9 ms of CPU per file (request
+  building in Python, libmagic): the sync is one ``python3`` process (standard library only;
+  s3cmd itself needs python3) that walks the tree once, lists the bucket under each top-level
+  entry in parallel, then has ``parallelism`` threads over kept-alive connections compare each
+  file (same size and MD5 = the ETag of a single-part object: not re-uploaded, as s3cmd) and PUT
+  what differs, headers and body in one send (TCP_NODELAY), SigV4 with ``UNSIGNED-PAYLOAD`` and a
+  Content-MD5 the RGW checks.  ``Content-Type`` from the extension table, ``text/plain`` for a
+  ``.log`` (what libmagic gave the runbook's s3cmd); ``x-amz-meta-s3cmd-attrs`` with the MD5, so
+  an s3cmd run later still recognises the objects.  bench/README.md has the numbers;
+* files above ``multipart_threshold`` (5 GiB, one PUT's limit) are left to ``s3cmd sync
+  --files-from`` (multipart), as are their s3cmd semantics;
+* progress: a timestamped line on stderr every ``progress_seconds`` (files and bytes done,
+  uploads, rate, time left); the final pass ends with "downtime can end", the stop step logs
+  "downtime started".  stdout keeps its one summary line;
+* a failed file (after 4 retries on connection errors and 5xx) fails the script after the
+  others were tried, naming it; nothing is ever deleted on the target.
 
-s3cmd facts relied on (s3cmd 2.3.0, checked against the real RGW in
-tests/integration/test_log_migration.py): ``sync`` without ``--delete-removed`` never deletes;
-unchanged files (same size and MD5) are not re-uploaded, so a re-run uploads nothing; a
-killed run leaves no partial object (each PUT is atomic; files above 15 MB go multipart, and a
-killed multipart upload leaves invisible parts, never a short object); ``--files-from``
-entries are stripped lines, so paths with a newline or leading/trailing whitespace are never
-put in a list (their entry is synced whole instead); a config value starting with ``$`` is
-read from the environment, so the keys are checked to be letters/digits/``+/``.
-
-Files that appear in a chunked entry after the planner ran are left to the next pass (the
-second pass runs with the instance stopped); s3cmd's own "Number of files" is compared with
-the plan and a shortfall is reported on stderr.
+s3cmd facts relied on for the big files and ``verify`` (s3cmd 2.3.0, checked against the real
+RGW in tests/integration/test_log_migration.py): ``sync`` without ``--delete-removed`` never
+deletes; unchanged files are not re-uploaded; a killed multipart upload leaves invisible parts,
+never a short object; a config value starting with ``$`` is read from the environment, so the
+keys are checked to be letters/digits/``+/``.  Each PUT is atomic, so a killed sync leaves no
+partial object and a re-run resumes.
 
 ``verify_script`` compares the tree and the bucket key by key and prints, per top-level
 prefix, the local file count and bytes against the matching objects' count and bytes (not
@@ -67,7 +64,9 @@ SCRATCH_PREFIX = "airflow-log-migration"
 PUPPET_DISABLE_REASON = "airflow scheduler migration to Kubernetes"
 LEGACY_UNITS = ("airflow-webserver@*.service", "airflow-kerberos@*.service", "airflow-scheduler@*.service")
 MAX_PARALLELISM = 64
-MIN_FILES_PER_JOB = 500
+PROGRESS_SECONDS = 30  # a progress line on stderr this often
+# above this, a file goes to s3cmd, which uploads it in parts (multipart_chunk_size_mb 15)
+MULTIPART_THRESHOLD = 5 * 1024 ** 3  # S3's limit for one PUT
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -172,168 +171,493 @@ unset access_key secret_key
 # ---------------------------------------------------------------------------------------------
 # sync
 
-# The planner: walks the tree once (never following symlinks, as s3cmd), then writes the jobs.
-# Job (worker) N runs N.calls s3cmd syncs in a row; call K's arguments are in N.K.args
-# (NUL-separated: maybe --files-from=N.K.list, then the sources).  Prints
-# "files bytes entries symlinks special jobs calls".
-# Written for any python3 >= 3.7 (Debian 10 and later).
-_PLANNER_PY = r"""
+# The uploader (python3 >= 3.7, standard library only: Debian 10 and later).  argv: the s3cmd
+# config (the keys are read from it), the result file, the list of files left to s3cmd, bucket,
+# host[:port], use_https, region, CA file, threads, progress interval, multipart threshold.
+# Walks the tree once (never following symlinks, as s3cmd; an unreadable directory fails),
+# lists the bucket under each top-level entry in parallel, then `threads` threads, each with
+# its own kept-alive connection, compare each file (size, then MD5 against the ETag of a
+# single-part object) and PUT what differs (SigV4, Content-MD5: the RGW refuses a corrupt
+# body).  A progress line on stderr every interval.  Writes one result line:
+# "files bytes entries symlinks special uploaded uploaded_bytes failed big big_bytes seconds".
+_UPLOADER_PY = r'''
+import base64
+import hashlib
+import hmac
+import http.client
+import mimetypes
 import os
+import queue
+import socket
+import ssl
 import stat
 import sys
+import threading
+import time
+import urllib.parse
+import xml.etree.ElementTree as ET
 
-scratch, parallelism, min_files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-jobs_dir = os.path.join(scratch, "jobs")
-os.mkdir(jobs_dir)
-
-
-def raise_error(err):
-    raise err  # an unreadable directory must fail the sync, not be skipped (as s3cmd would)
-
-
-entries = {}  # top-level name -> sorted paths relative to it (None: a top-level regular file)
-total_bytes = symlinks = special = 0
-for name in sorted(os.listdir(".")):
-    st = os.lstat(name)
-    if stat.S_ISREG(st.st_mode):
-        entries[name] = None
-        total_bytes += st.st_size
-    elif stat.S_ISLNK(st.st_mode):
-        symlinks += 1
-    elif not stat.S_ISDIR(st.st_mode):
-        special += 1
-    else:
-        files = []
-        for root, dirs, names in os.walk(name, onerror=raise_error):
-            symlinks += sum(1 for d in dirs if os.path.islink(os.path.join(root, d)))
-            for n in names:
-                path = os.path.join(root, n)
-                st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode):
-                    files.append(os.path.relpath(path, name))
-                    total_bytes += st.st_size
-                elif stat.S_ISLNK(st.st_mode):
-                    symlinks += 1
-                else:
-                    special += 1
-        entries[name] = sorted(files)
+CHUNK = 1 << 20
+SINGLE_PUT_LIMIT = 5 << 30  # S3's limit for one PUT
+RETRIES = 4
 
 
-def size(name):
-    return 1 if entries[name] is None else len(entries[name])
+def human_bytes(n):
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1000.0
 
 
-def listable(path):
-    # s3cmd reads --files-from as text lines and strips them
-    if "\n" in path or "\r" in path or path != path.strip():
-        return False
+def human_seconds(s):
+    s = int(round(s))
+    if s < 60:
+        return "%d s" % s
+    if s < 3600:
+        return "%d min %02d s" % (s // 60, s % 60)
+    return "%d h %02d min" % (s // 3600, (s % 3600) // 60)
+
+
+def time_left(elapsed, files_done, files_total, bytes_done, bytes_total):
+    # None until something is done; else the slower of the two estimates (per file, per byte),
+    # each at this run's rate so far
+    if elapsed <= 0 or files_done <= 0:
+        return None
+    estimates = [(files_total - files_done) * elapsed / files_done]
+    if bytes_done > 0:
+        estimates.append((bytes_total - bytes_done) * elapsed / bytes_done)
+    return max(0.0, max(estimates))
+
+
+def progress_line(elapsed, files_done, files_total, bytes_done, bytes_total, uploaded, uploaded_bytes):
+    left = time_left(elapsed, files_done, files_total, bytes_done, bytes_total)
+    rate = files_done / elapsed if elapsed > 0 else 0.0
+    byte_rate = bytes_done / elapsed if elapsed > 0 else 0.0
+    return ("progress: %d of %d files (%s of %s) done, %d uploaded (%s); %.0f files/s, %s/s; %s"
+            % (files_done, files_total, human_bytes(bytes_done), human_bytes(bytes_total), uploaded,
+               human_bytes(uploaded_bytes), rate, human_bytes(byte_rate),
+               "time left unknown yet" if left is None else "about %s left" % human_seconds(left)))
+
+
+def stamp():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Response:
+    def __init__(self, status, headers, data):
+        self.status, self.headers, self.data = status, headers, data
+
+    def getheader(self, name):
+        return self.headers.get(name.lower())
+
+
+class Connection:
+    """A kept-alive HTTP/1.1 connection: one send per small request (headers and body
+    together, TCP_NODELAY: no Nagle stall between them), a minimal response reader."""
+
+    def __init__(self, host, port, context, server_name):
+        sock = socket.create_connection((host, port), timeout=300)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = context.wrap_socket(sock, server_hostname=server_name) if context else sock
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _fill(self):
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise ConnectionResetError("the server closed the connection")
+        self.buf += data
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def exchange(self, head, body_file, length, method):
+        if isinstance(body_file, bytes):
+            self.sock.sendall(head + body_file)
+        else:
+            self.sock.sendall(head)
+            sent = 0
+            while body_file is not None and sent < length:
+                block = body_file.read(min(CHUNK, length - sent))
+                if not block:
+                    raise EOFError("the file became shorter while being uploaded")
+                self.sock.sendall(block)
+                sent += len(block)
+        status_line = self._line().decode("latin-1")
+        status = int(status_line.split(" ", 2)[1])
+        headers = {}
+        while True:
+            line = self._line()
+            if not line:
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if method == "HEAD" or status in (204, 304):
+            data = b""
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                n = int(self._line().split(b";")[0], 16)
+                if n == 0:
+                    while self._line():
+                        pass
+                    break
+                parts.append(self._take(n))
+                self._take(2)
+            data = b"".join(parts)
+        elif "content-length" in headers:
+            data = self._take(int(headers["content-length"]))
+        else:
+            raise http.client.HTTPException("a response without a length")
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+            self.sock = None
+        return Response(status, headers, data)
+
+
+class S3:
+    def __init__(self, host, https, region, ca_file, access_key, secret_key):
+        self.host, self.https, self.region = host, https, region
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        self.address = (name, int(port) if port else (443 if https else 80))
+        self.access_key, self.secret_key = access_key, secret_key
+        self.context = ssl.create_default_context(cafile=ca_file or None) if https else None
+        self.idle = queue.LifoQueue()
+        self.signing = {}
+
+    def conn(self, fresh=False):
+        """A kept-alive connection from the pool (shared by the listing and the upload threads)."""
+        if not fresh:
+            try:
+                return self.idle.get_nowait()
+            except queue.Empty:
+                pass
+        return Connection(self.address[0], self.address[1], self.context, self.address[0])
+
+    def key(self, day):
+        k = self.signing.get(day)
+        if k is None:
+            k = ("AWS4" + self.secret_key).encode()
+            for part in (day, self.region, "s3", "aws4_request"):
+                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+            self.signing = {day: k}
+        return k
+
+    def request(self, method, path, query, headers, body=None, length=0):
+        """One request, retried on connection errors and 5xx; returns (status, response, data)."""
+        qs = "&".join("%s=%s" % (urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~"))
+                      for k, v in sorted(query.items()))
+        for attempt in range(RETRIES + 1):
+            amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            day = amz_date[:8]
+            h = dict(headers)
+            h["host"] = self.host
+            h["x-amz-date"] = amz_date
+            h["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+            names = sorted(h)
+            canonical = "\n".join([method, path, qs, "".join("%s:%s\n" % (n, h[n].strip()) for n in names),
+                                   ";".join(names), "UNSIGNED-PAYLOAD"])
+            scope = "%s/%s/s3/aws4_request" % (day, self.region)
+            to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+            signature = hmac.new(self.key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+            h["authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
+                self.access_key, scope, ";".join(names), signature)
+            if method == "PUT":
+                h["content-length"] = str(length)
+            head = "%s %s HTTP/1.1\r\n%s\r\n" % (
+                method, path + ("?" + qs if qs else ""), "".join("%s: %s\r\n" % (n, v) for n, v in h.items()))
+            c = None
+            try:
+                c = self.conn(fresh=attempt > 0)
+                if body is not None and not isinstance(body, bytes):
+                    body.seek(0)
+                r = c.exchange(head.encode("latin-1"), body, length, method)
+            except EOFError:
+                if c is not None:
+                    c.close()
+                raise
+            except (OSError, ValueError, IndexError, http.client.HTTPException) as err:
+                if c is not None:
+                    c.close()
+                if isinstance(err, ssl.SSLCertVerificationError) or attempt == RETRIES:
+                    raise
+                time.sleep(0.2 * 2 ** attempt)
+                continue
+            if c.sock is not None:
+                self.idle.put(c)
+            if r.status >= 500 and attempt < RETRIES:
+                time.sleep(0.2 * 2 ** attempt)
+                continue
+            return r.status, r, r.data
+        raise AssertionError("unreachable")
+
+
+def error_text(status, data):
+    code = message = ""
     try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes in the name (surrogateescape)
-        return False
-    return True
+        root = ET.fromstring(data)
+        for el in root:
+            tag = el.tag.rsplit("}", 1)[-1]
+            if tag == "Code":
+                code = el.text or ""
+            elif tag == "Message":
+                message = el.text or ""
+    except ET.ParseError:
+        pass
+    return "HTTP %d %s %s" % (status, code, message)
 
 
-total = sum(size(n) for n in entries)
-# each s3cmd start costs ~0.15 s of CPU: fewer jobs for a small tree
-workers = max(1, min(parallelism, total // min_files))
-limit = max(1, -(-total // workers))
-items = []  # (files, name, chunk or None): chunks of big entries, whole entries
-for name in entries:
-    n = size(name)
-    if n == 0:
-        continue  # an empty directory has no object to hold it
-    if n > limit and all(listable(p) for p in entries[name]):
-        parts = -(-n // limit)
-        for i in range(parts):
-            chunk = entries[name][i * n // parts:(i + 1) * n // parts]
-            items.append((len(chunk), name, chunk))
-    else:
-        items.append((n, name, None))
+def s3_quote(key):
+    return urllib.parse.quote(key, safe="/-_.~")
 
-# exactly `workers` jobs: each item goes to the worker with the fewest files so far
-# (largest first); a worker runs one s3cmd for its whole entries, one per chunk, in a row
-bins = [[0, [], []] for _ in range(workers)]  # files, whole entry names, chunks
-for n, name, chunk in sorted(items, key=lambda item: (-item[0], item[1])):
-    b = min(bins, key=lambda b: b[0])
-    b[0] += n
-    if chunk is None:
-        b[1].append(name)
-    else:
-        b[2].append((name, chunk))
-jobs = calls_total = 0
-for files, names, chunks in sorted(bins, key=lambda b: -b[0]):
-    if not files:
-        continue
-    calls = [["--"] + ["./" + name for name in names]] if names else []
-    for k, (name, chunk) in enumerate(chunks):
-        list_file = os.path.join(jobs_dir, "%d.%d.list" % (jobs, k))
-        with open(list_file, "w", encoding="utf-8") as f:
-            f.write("".join(p + "\n" for p in chunk))
-        calls.append(["--files-from=" + list_file, "--", "./" + name])
-    for k, args in enumerate(calls):
-        with open(os.path.join(jobs_dir, "%d.%d.args" % (jobs, k)), "wb") as f:
-            f.write(b"".join(os.fsencode(a) + b"\0" for a in args))
-    with open(os.path.join(jobs_dir, "%d.calls" % jobs), "w") as f:
-        f.write("%d %d\n" % (len(calls), files))
-    jobs += 1
-    calls_total += len(calls)
-print(total, total_bytes, len(entries), symlinks, special, jobs, calls_total)
-"""
+
+def main():
+    (config, result_file, big_list, bucket, host, https, region, ca_file,
+     workers, interval, threshold) = sys.argv[1:12]
+    workers, interval, threshold = int(workers), float(interval), int(threshold)
+    name = os.environ.get("script_name", "log-sync")
+    keys = {}
+    with open(config) as f:
+        for line in f:
+            k, sep, v = line.rstrip("\n").partition(" = ")
+            if sep:
+                keys[k] = v
+
+    def say(text):
+        sys.stderr.write("%s: %s\n" % (name, text))
+        sys.stderr.flush()
+
+    s3 = S3(host, https == "True", region, ca_file, keys["access_key"], keys["secret_key"])
+    del keys
+
+    # the walk: every regular file (never following symlinks, as s3cmd); an unreadable
+    # directory fails the sync rather than being skipped
+    def raise_error(err):
+        raise err
+
+    files = []  # (key bytes, size, top-level entry)
+    entries = set()
+    symlinks = special = 0
+    for top in sorted(os.listdir(b".")):
+        st = os.lstat(top)
+        if stat.S_ISREG(st.st_mode):
+            files.append((top, st.st_size, top))
+            entries.add(top)
+        elif stat.S_ISLNK(st.st_mode):
+            symlinks += 1
+        elif not stat.S_ISDIR(st.st_mode):
+            special += 1
+        else:
+            entries.add(top)
+            for root, dirs, names in os.walk(top, onerror=raise_error):
+                symlinks += sum(1 for d in dirs if os.path.islink(os.path.join(root, d)))
+                for n in names:
+                    path = os.path.join(root, n)
+                    st = os.lstat(path)
+                    if stat.S_ISREG(st.st_mode):
+                        files.append((path, st.st_size, top))
+                    elif stat.S_ISLNK(st.st_mode):
+                        symlinks += 1
+                    else:
+                        special += 1
+    total_bytes = sum(f[1] for f in files)
+
+    def listable(path):  # s3cmd reads --files-from as stripped text lines
+        try:
+            text = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return "\n" not in text and "\r" not in text and text == text.strip()
+
+    # files above the threshold go to s3cmd (multipart, as the runbook's s3cmd uploads them)
+    big = [f for f in files if f[1] > threshold and listable(f[0])]
+    small = [f for f in files if not (f[1] > threshold and listable(f[0]))]
+    with open(big_list, "wb") as f:
+        f.write(b"".join(p + b"\n" for p, _, _ in big))
+    too_big = [p for p, size, _ in small if size > SINGLE_PUT_LIMIT]
+    if too_big:
+        say("cannot upload %d files above 5 GiB whose names s3cmd cannot take: %s"
+            % (len(too_big), ", ".join(repr(p)[2:-1] for p in too_big[:5])))
+        sys.exit(1)
+
+    lock = threading.Lock()
+    state = {"done": 0, "done_bytes": 0, "up": 0, "up_bytes": 0, "failed": []}
+    small_total, small_bytes = len(small), sum(f[1] for f in small)
+
+    def pool(tasks, fn):
+        q = queue.Queue()
+        for t in tasks:
+            q.put(t)
+
+        def worker():
+            while True:
+                try:
+                    t = q.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    fn(t)
+                except Exception as err:  # noqa: BLE001 - recorded, reported, fails the sync
+                    with lock:
+                        state["failed"].append((t, "%s: %s" % (type(err).__name__, err)))
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(workers, max(1, len(tasks))))]
+        for t in threads:
+            t.start()
+        return threads
+
+    # 1. list what the bucket holds under each top-level entry, in parallel
+    remote = {}
+
+    def list_entry(top):
+        token = None
+        found = {}
+        while True:
+            query = {"list-type": "2", "encoding-type": "url", "prefix": top.decode("utf-8", "surrogateescape")}
+            if os.path.isdir(top):
+                query["prefix"] += "/"
+            if token:
+                query["continuation-token"] = token
+            # a prefix is a string parameter: undecodable bytes cannot be listed, they are uploaded
+            status, _, data = s3.request("GET", "/" + bucket, query, {})
+            if status != 200:
+                raise RuntimeError("listing s3://%s/%s: %s" % (bucket, query["prefix"], error_text(status, data)))
+            root = ET.fromstring(data)
+            token = None
+            truncated = False
+            for el in root:
+                tag = el.tag.rsplit("}", 1)[-1]
+                if tag == "Contents":
+                    item = {c.tag.rsplit("}", 1)[-1]: c.text or "" for c in el}
+                    found[urllib.parse.unquote_to_bytes(item["Key"])] = (int(item["Size"]), item["ETag"].strip('"'))
+                elif tag == "IsTruncated":
+                    truncated = el.text == "true"
+                elif tag == "NextContinuationToken":
+                    token = el.text
+            if not truncated or not token:
+                break
+        with lock:
+            remote.update(found)
+
+    listable_tops = []
+    for top in sorted(entries):
+        try:
+            top.decode("utf-8")
+            listable_tops.append(top)
+        except UnicodeDecodeError:
+            pass
+    for t in pool(listable_tops, list_entry):
+        t.join()
+    if state["failed"]:
+        for t, err in state["failed"][:10]:
+            say("FAILED: %s" % err)
+        sys.exit(1)
+
+    # 2. compare (size, then MD5 as the ETag of a single-part object) and upload what differs
+    def upload(item):
+        path, size, _ = item
+        with open(path, "rb") as f:
+            # a small file is read once and sent as read (a log still being written to is sent
+            # as it was when read); a big one is hashed, then its first `length` bytes are sent
+            body = f.read(CHUNK + 1)
+            md5 = hashlib.md5(body)
+            if len(body) > CHUNK:
+                while True:
+                    block = f.read(CHUNK)
+                    md5.update(block)
+                    if len(block) < CHUNK:
+                        break
+                body = f
+            length = f.tell()
+            digest = md5.hexdigest()
+            have = remote.get(path)
+            same = have is not None and have[0] == length and have[1] == digest
+            if not same and have is not None and have[0] == length and "-" in have[1]:
+                # multipart (s3cmd): its attrs header holds the MD5
+                status, r, _ = s3.request("HEAD", "/" + bucket + "/" + s3_quote(path), {}, {})
+                attrs = (r.getheader("x-amz-meta-s3cmd-attrs") or "") if status == 200 else ""
+                same = ("md5:" + digest) in attrs.split("/")
+            if not same:
+                text = path.decode("utf-8", "surrogateescape")
+                st = os.fstat(f.fileno())
+                headers = {
+                    "content-md5": base64.b64encode(md5.digest()).decode(),
+                    "content-type": mimetypes.guess_type(text)[0] or "text/plain",
+                    "x-amz-meta-s3cmd-attrs": "md5:%s/mode:%d/mtime:%d/size:%d" % (
+                        digest, st.st_mode, int(st.st_mtime), length),
+                }
+                status, _, data = s3.request("PUT", "/" + bucket + "/" + s3_quote(path), {}, headers, body, length)
+                if status != 200:
+                    raise RuntimeError("PUT %s: %s" % (text, error_text(status, data)))
+        with lock:
+            state["done"] += 1
+            state["done_bytes"] += length
+            if not same:
+                state["up"] += 1
+                state["up_bytes"] += length
+
+    started = time.monotonic()
+    threads = pool(small, upload)
+    say("%s sync started: %d files (%s); %d over %s left to s3cmd (multipart); %d threads"
+        % (stamp(), small_total, human_bytes(small_bytes), len(big), human_bytes(threshold), len(threads)))
+    next_line = started + interval
+    while True:
+        alive = [t for t in threads if t.is_alive()]
+        if not alive:
+            break
+        alive[0].join(timeout=max(0.0, min(0.25, next_line - time.monotonic())))
+        if time.monotonic() >= next_line:
+            with lock:
+                snap = (state["done"], state["done_bytes"], state["up"], state["up_bytes"])
+            say("%s %s" % (stamp(), progress_line(time.monotonic() - started, snap[0], small_total,
+                                                  snap[1], small_bytes, snap[2], snap[3])))
+            next_line += interval
+    for t, err in state["failed"][:10]:
+        say("FAILED: %s" % err)
+    if len(state["failed"]) > 10:
+        say("... and %d more failures" % (len(state["failed"]) - 10))
+    with open(result_file, "w") as f:
+        f.write("%d %d %d %d %d %d %d %d %d %d %.1f\n" % (
+            len(files), total_bytes, len(entries), symlinks, special, state["up"], state["up_bytes"],
+            len(state["failed"]), len(big), sum(f[1] for f in big), time.monotonic() - started))
+    sys.exit(1 if state["failed"] else 0)
+
+
+if __name__ == "__main__":
+    main()
+'''
 
 _SYNC_BODY = r"""
 cd -- "$logs_dir"
 started=$SECONDS
-plan=$(python3 - "$scratch" "$parallelism" "$min_files_per_job" <<'PY'
-@PLANNER@
-PY
-) || fail "cannot plan the sync of $logs_dir (see above)"
-read -r planned_files planned_bytes entries symlinks special jobs calls <<<"$plan"
-
-# a job runs its s3cmd syncs in a row; copy only (never delete on the target), as the runbook
-run_job() {
-    local job=$1 rc=0 calls files k args=()
-    read -r calls files < "$scratch/jobs/$job.calls"
-    for ((k = 0; k < calls; k++)); do
-        mapfile -d '' -t args < "$scratch/jobs/$job.$k.args"
-        s3cmd -c "$config" --no-delete-removed --no-progress --stats \
-            --no-mime-magic --default-mime-type=text/plain \
-            sync -r "${args[@]}" "s3://$bucket/" \
-            < /dev/null >> "$scratch/jobs/$job.out" 2> "$scratch/jobs/$job.err" || rc=$?
-        while IFS= read -r line; do
-            printf '%s: job %s: %s\n' "$script_name" "$job" "$line" >&2
-        done < "$scratch/jobs/$job.err"
-        if [[ $rc -ne 0 ]]; then
-            printf '%s: job %s (s3cmd sync %s) FAILED: exit %s\n' "$script_name" "$job" "${args[*]}" "$rc" >&2
-            break
-        fi
-    done
-    printf '%s\n' "$rc" > "$scratch/jobs/$job.rc"
-    return 0  # xargs must run every job; the exit statuses are summed up below
-}
-export -f run_job
 script_name=$0
-export config bucket scratch script_name
+export script_name
 
-# xargs runs in the background so that a TERM/INT/HUP trap runs at once: it stops xargs from
-# starting more jobs, then ends the whole worker tree (xargs, job shells, s3cmd) by PID
-workers=
-stop_workers() {
-    [[ -n $workers ]] || return 0
-    kill -STOP "$workers" 2>/dev/null || true
-    local pids=("$workers") i=0 child
-    while [[ $i -lt ${#pids[@]} ]]; do
-        for child in $(pgrep -P "${pids[$i]}" || true); do pids+=("$child"); done
-        i=$((i + 1))
-    done
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    kill -CONT "$workers" 2>/dev/null || true
-    wait "$workers" 2>/dev/null || true
-}
+# the uploader and s3cmd run in the background so that a TERM/INT/HUP trap runs at once
+worker=
 on_signal() {
     trap - TERM INT HUP
-    printf '%s: interrupted; stopping the s3cmd jobs (a re-run resumes)\n' "$0" >&2
-    stop_workers
+    printf '%s: interrupted; stopping the upload (a re-run resumes)\n' "$0" >&2
+    if [[ -n $worker ]]; then
+        kill -TERM "$worker" 2>/dev/null || true
+        wait "$worker" 2>/dev/null || true
+    fi
     reap_step
     exit "$1"
 }
@@ -341,50 +665,61 @@ trap 'on_signal 143' TERM
 trap 'on_signal 130' INT
 trap 'on_signal 129' HUP
 
-if [[ $jobs -gt 0 ]]; then
-    for ((job = 0; job < jobs; job++)); do printf '%s\0' "$job"; done > "$scratch/jobs/all"
-    xargs -0 -n 1 -P "$parallelism" bash -c 'run_job "$1"' run_job < "$scratch/jobs/all" &
-    workers=$!
-    wait "$workers" || true
-    workers=
-fi
+rc=0
+python3 - "$config" "$scratch/result" "$scratch/big.list" "$bucket" "$s3_host" "$use_https" "$region" \
+    "$ca_file" "$parallelism" "$progress_seconds" "$multipart_threshold" <<'PY' &
+@UPLOADER@
+PY
+worker=$!
+wait "$worker" || rc=$?
+worker=
+result=
+[[ -f $scratch/result ]] && IFS= read -r result < "$scratch/result"
+[[ -n $result ]] || fail "the upload of $logs_dir failed (exit $rc, see above); nothing was deleted, re-run to resume"
+read -r planned_files planned_bytes entries symlinks special uploaded uploaded_bytes failed big big_bytes seconds <<<"$result"
 
-# sum up s3cmd's --stats lines; a job without its .rc file did not finish
-failed=0 seen=0 uploaded=0 uploaded_bytes=0 copied=0 copied_bytes=0
-re_files='^Stats: Number of files: ([0-9]+)'
-re_sent='^Stats: Number of files transferred: ([0-9]+) \(([0-9]+) bytes\)'
-re_copied='^Stats: Number of files copied: ([0-9]+) \(([0-9]+) bytes\)'
-for ((job = 0; job < jobs; job++)); do
-    rc=
-    [[ -f $scratch/jobs/$job.rc ]] && IFS= read -r rc < "$scratch/jobs/$job.rc"
-    if [[ $rc != 0 ]]; then
-        failed=$((failed + 1))
-        continue
+# files above the multipart threshold: s3cmd, as the runbook (copy only, never delete)
+copied=0 copied_bytes=0 big_failed=0
+if [[ $big -gt 0 ]]; then
+    printf '%s: %s uploading %s files over %s bytes (%s bytes) with s3cmd (multipart)\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$big" "$multipart_threshold" "$big_bytes" >&2
+    s3rc=0
+    s3cmd -c "$config" --no-delete-removed --no-progress --stats \
+        --no-mime-magic --default-mime-type=text/plain \
+        sync -r --files-from="$scratch/big.list" -- ./ "s3://$bucket/" \
+        < /dev/null > "$scratch/s3cmd.out" 2> "$scratch/s3cmd.err" &
+    worker=$!
+    wait "$worker" || s3rc=$?
+    worker=
+    while IFS= read -r line; do printf '%s: s3cmd: %s\n' "$0" "$line" >&2; done < "$scratch/s3cmd.err"
+    if [[ $s3rc -ne 0 ]]; then
+        printf '%s: s3cmd sync of the %s big files FAILED: exit %s\n' "$0" "$big" "$s3rc" >&2
+        big_failed=$big
     fi
+    re_sent='^Stats: Number of files transferred: ([0-9]+) \(([0-9]+) bytes\)'
+    re_copied='^Stats: Number of files copied: ([0-9]+) \(([0-9]+) bytes\)'
     while IFS= read -r line; do
-        if [[ $line =~ $re_files ]]; then
-            seen=$((seen + BASH_REMATCH[1]))
-        elif [[ $line =~ $re_sent ]]; then
+        if [[ $line =~ $re_sent ]]; then
             uploaded=$((uploaded + BASH_REMATCH[1]))
             uploaded_bytes=$((uploaded_bytes + BASH_REMATCH[2]))
         elif [[ $line =~ $re_copied ]]; then
             copied=$((copied + BASH_REMATCH[1]))
             copied_bytes=$((copied_bytes + BASH_REMATCH[2]))
         fi
-    done < "$scratch/jobs/$job.out"
-done
+    done < "$scratch/s3cmd.out"
+fi
 
 summary="synced $logs_dir to s3://$bucket/: $planned_files files ($planned_bytes bytes) in $entries top-level entries;"
 summary+=" uploaded $uploaded ($uploaded_bytes bytes), copied $copied server-side ($copied_bytes bytes);"
 summary+=" not uploaded: $symlinks symlinks, $special special files;"
-summary+=" $calls s3cmd calls in $jobs parallel jobs, $((SECONDS - started)) s"
-if [[ $failed -gt 0 ]]; then
+summary+=" $parallelism parallel uploads, $big files over $multipart_threshold bytes by s3cmd, $((SECONDS - started)) s"
+if [[ $rc -ne 0 || $failed -gt 0 || $big_failed -gt 0 ]]; then
     printf '%s\n' "$summary" >&2
-    fail "$failed of $jobs s3cmd jobs failed (see above); nothing was deleted, re-run to resume"
+    fail "$((failed + big_failed)) of $planned_files files failed to upload (see above); nothing was deleted, re-run to resume"
 fi
-if [[ $seen -lt $planned_files ]]; then
-    printf '%s: s3cmd saw %s files, the plan had %s (files removed while syncing?); run verify\n' \
-        "$0" "$seen" "$planned_files" >&2
+if [[ $final_pass == 1 ]]; then
+    printf '%s: %s downtime can end: the last log sync is done (%s files uploaded); verify and the Kubernetes scheduler follow\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$uploaded" >&2
 fi
 printf '%s\n' "$summary"
 """
@@ -406,26 +741,32 @@ def _assignments(logs_dir: str, bucket: str, endpoint: str, region: str, ca_file
 
 
 def sync_script(logs_dir: str, bucket: str, endpoint: str, region: str, parallelism: int,
-                ca_file: str | None = None, min_files_per_job: int = MIN_FILES_PER_JOB) -> str:
+                ca_file: str | None = None, *, progress_seconds: float = PROGRESS_SECONDS,
+                multipart_threshold: int = MULTIPART_THRESHOLD, final_pass: bool = False) -> str:
     """Copy every regular file under ``logs_dir`` to ``s3://bucket/<relative path>``.
 
-    stdin: access key and secret key, one a line.  stdout: one summary line.  Exit non-zero
-    when anything failed (the parts that succeeded stay uploaded; a re-run resumes).
+    stdin: access key and secret key, one a line.  stdout: one summary line.  stderr: a
+    progress line every ``progress_seconds`` (files and bytes done, rate, time left), and with
+    ``final_pass`` a timestamped "downtime can end" line once everything is uploaded.  Exit
+    non-zero when anything failed (the files that were uploaded stay; a re-run resumes).
     ``endpoint``: see the module docstring; ``ca_file``: a PEM bundle for https (default: the
-    system store, which holds the WMF CA on production hosts).  A tree of fewer than
-    ``parallelism * min_files_per_job`` files gets fewer jobs (each s3cmd start costs ~0.15 s
-    of CPU, which would make the second pass of a small tree slower than one s3cmd).
+    system store, which holds the WMF CA on production hosts).  ``parallelism``: concurrent
+    uploads (threads, each with its own kept-alive connection).  Files above
+    ``multipart_threshold`` bytes go to s3cmd, which uploads them in 15 MB parts.
     """
     if not isinstance(parallelism, int) or isinstance(parallelism, bool) or not 1 <= parallelism <= MAX_PARALLELISM:
         raise ValueError(f"parallelism must be an integer in 1..{MAX_PARALLELISM}, got {parallelism!r}")
-    if not isinstance(min_files_per_job, int) or isinstance(min_files_per_job, bool) or min_files_per_job < 1:
-        raise ValueError(f"min_files_per_job must be a positive integer, got {min_files_per_job!r}")
+    if isinstance(progress_seconds, bool) or not isinstance(progress_seconds, (int, float)) or not 0.1 <= progress_seconds <= 3600:
+        raise ValueError(f"progress_seconds must be a number in 0.1..3600, got {progress_seconds!r}")
+    if not isinstance(multipart_threshold, int) or isinstance(multipart_threshold, bool) or multipart_threshold < 1:
+        raise ValueError(f"multipart_threshold must be a positive integer, got {multipart_threshold!r}")
     return (
-        remote.header("airflow logs to S3: sync")
+        remote.header("airflow logs to S3: " + ("final sync" if final_pass else "sync"))
         + _assignments(logs_dir, bucket, endpoint, region, ca_file)
-        + f"\nparallelism={parallelism}\nmin_files_per_job={min_files_per_job}\n"
+        + f"\nparallelism={parallelism}\nprogress_seconds={float(progress_seconds)!r}\n"
+        + f"multipart_threshold={multipart_threshold}\nfinal_pass={1 if final_pass else 0}\n"
         + _PRELUDE
-        + _SYNC_BODY.replace("@PLANNER@", _PLANNER_PY.strip())
+        + _SYNC_BODY.replace("@UPLOADER@", _UPLOADER_PY.strip())
     )
 
 
@@ -616,8 +957,12 @@ after=$(active_units) || fail "systemctl list-units failed"
 [[ -z $after ]] || fail "still active after systemctl stop: $after"
 
 if [[ -n $before ]]; then
+    printf '%s: %s downtime started: the legacy services of airflow-%s are stopped (%s)\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$instance" "${before% }" >&2
     printf 'airflow-%s legacy services: %s; stopped %s\n' "$instance" "$puppet_state" "${before% }"
 else
+    printf '%s: %s downtime started earlier: no legacy service of airflow-%s was running\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$instance" >&2
     printf 'airflow-%s legacy services: %s; none was running\n' "$instance" "$puppet_state"
 fi
 """

@@ -22,7 +22,7 @@ import pulumi_kubernetes as k8s
 from components import database, db_verify, log_migration, remote
 from components.config import InstanceConfig
 
-SYNC_PARALLELISM = 8
+SYNC_PARALLELISM = 16  # concurrent uploads (threads of one python3 process); bench/README.md
 FIRST_SYNC_TIMEOUT_MINUTES = 24 * 60  # hours on a big instance (runbook: "this will take a long time")
 
 
@@ -44,7 +44,11 @@ class LogMigration(pulumi.ComponentResource):
         assert cfg.legacy is not None
         endpoint = cfg.rgw_endpoint  # https://host: s3cmd host_base and https from it
         keys = remote.key_pair_stdin(args.access_key, args.secret_key)
-        sync = log_migration.sync_script(cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region, SYNC_PARALLELISM)
+        sync_args = (cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region, SYNC_PARALLELISM)
+        # both passes log a progress line on stderr every 30 s (live in `pulumi up`); the stop
+        # step logs "downtime started", the final pass "downtime can end", each timestamped
+        sync = log_migration.sync_script(*sync_args)
+        final_sync = log_migration.sync_script(*sync_args, final_pass=True)
 
         first = remote.remote_command(
             f"{name}-first-sync",
@@ -60,7 +64,7 @@ class LogMigration(pulumi.ComponentResource):
         )
         final = remote.remote_command(
             f"{name}-final-sync",
-            conn=args.conn, script=sync, use_sudo=cfg.remote_sudo, stdin=keys, touches_secrets=True,
+            conn=args.conn, script=final_sync, use_sudo=cfg.remote_sudo, stdin=keys, touches_secrets=True,
             timeout_minutes=FIRST_SYNC_TIMEOUT_MINUTES,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[stop]),
         )

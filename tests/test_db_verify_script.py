@@ -11,10 +11,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -47,10 +49,19 @@ FAKE_PSQL = textwrap.dedent("""\
     script = sys.argv[sys.argv.index("-f") + 1] if "-f" in sys.argv else ""
     if script.endswith("probe.sql"):
         print("PostgreSQL 15.99, UTF8")
-    elif script.endswith("checksum.sql"):
-        canned = os.path.join(os.environ["FAKE_PSQL_DIR"], "out." + os.environ["PGPORT"])
+    elif script.endswith("sizes.sql"):
+        canned = os.path.join(os.environ["FAKE_PSQL_DIR"], "sizes." + os.environ["PGPORT"])
         if os.path.exists(canned):
             sys.stdout.write(open(canned).read())
+    elif script.endswith("checksum.sql"):
+        import time
+        canned = os.path.join(os.environ["FAKE_PSQL_DIR"], "out." + os.environ["PGPORT"])
+        delay = float(os.environ.get("FAKE_PSQL_LINE_DELAY", "0"))
+        if os.path.exists(canned):
+            for line in open(canned):
+                time.sleep(delay)
+                sys.stdout.write(line)
+                sys.stdout.flush()  # as psql does after each \\gexec query
 """)
 
 
@@ -81,6 +92,10 @@ def fake(tmp_path):
         @staticmethod
         def canned(port: int, lines: list[str]) -> None:
             (tmp_path / f"out.{port}").write_text("".join(line + "\n" for line in lines))
+
+        @staticmethod
+        def sizes(port: int, lines: list[str]) -> None:
+            (tmp_path / f"sizes.{port}").write_text("".join(line + "\n" for line in lines))
 
         @staticmethod
         def run(script: str, stdin: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -135,9 +150,10 @@ class TestScriptText:
         assert CHECKSUM_SQL.count("\\gexec") == 2, "tables and sequences: one generated query list each"
 
     def test_heredoc_bodies_cannot_end_early(self):
-        for body in (db_verify.PROBE_SQL, CHECKSUM_SQL, db_verify.COMPARE_AWK):
+        for body in (db_verify.PROBE_SQL, CHECKSUM_SQL, db_verify.COMPARE_AWK, db_verify.SIZES_SQL,
+                     db_verify.PROGRESS_AWK):
             assert db_verify.HEREDOC_END not in body
-        assert script_for().count(f"<<'{db_verify.HEREDOC_END}'") == 3, "heredocs must be quoted (no expansion)"
+        assert script_for().count(f"<<'{db_verify.HEREDOC_END}'") == 5, "heredocs must be quoted (no expansion)"
 
     @pytest.mark.parametrize("bad", [
         {"source_port": 0}, {"target_port": 70000}, {"source_port": "5432; id"},
@@ -174,7 +190,7 @@ class TestShellContract:
                           extra_env={"PGPASSWORD": "from-the-caller", "PGSERVICE": "x"})
         assert result.returncode == 0, result.stderr
         calls = fake.records()
-        assert len(calls) == 4, "probe and checksum on each side"
+        assert len(calls) == 6, "probe, sizes and checksum on each side"
         # libpq's pgpass format: \ and : escaped with a backslash
         expected = {"1111": "*:*:*:*:s3cr\\:et\\\\pa ss 'q' \"d\" $(touch pwned-pw) *\n",
                     "2222": "*:*:*:*:another\\:one\\\\\n"}
@@ -235,9 +251,105 @@ class TestShellContract:
             "source: airflow_search@src:1111/airflow_search (PostgreSQL 15.99, UTF8)",
             "target: app@tgt:2222/app (PostgreSQL 15.99, UTF8)",
         ]
-        assert result.stderr.strip() == "db_verify: the target database differs from the source, see the report on stdout"
+        *progress, last = result.stderr.strip().splitlines()
+        assert last == "db_verify: the target database differs from the source, see the report on stdout"
+        assert all(re.match(r"db_verify: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in progress), progress
 
     def test_empty_databases_on_both_sides_match(self, fake):
         result = fake.run(script_for(), "a\nb\n")
         assert result.returncode == 0 and "summary: 0 tables, 0 sequences compared, 0 differences" in result.stdout
         assert stat.S_ISDIR(fake.tmpdir.stat().st_mode) and list(fake.tmpdir.iterdir()) == []
+
+
+class TestProgress:
+    """Progress lines on stderr while the checksums run (the Job's log); the report alone on stdout."""
+
+    TABLES = [("k1", "public.dag_run", 1000), ("k2", "public.log", 2000), ("k3", "public.xcom", 3000),
+              ("k4", "public.task_instance", 4000)]
+
+    def _canned(self, fake):
+        for port in (1111, 2222):
+            fake.sizes(port, [f"table\t{k}\t{size}" for k, _, size in self.TABLES] + ["sequence\ts1\t0"])
+            fake.canned(port, [f"table\t{k}\t{name}\t3\taa" for k, name, _ in self.TABLES]
+                        + ["sequence\ts1\tpublic.log_id_seq\t5\tt"])
+
+    def test_progress_lines_count_relations_and_bytes_and_end_at_all_done(self, fake):
+        self._canned(fake)
+        result = fake.run(script_for(progress_seconds=0.3), "pw-SOURCE-1\npw-TARGET-2\n",
+                          extra_env={"FAKE_PSQL_LINE_DELAY": "0.25"})
+        assert result.returncode == 0, result.stderr
+        lines = result.stderr.splitlines()
+        stamp = r"db_verify: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+        assert re.fullmatch(stamp + r"checksumming every table and sequence on both sides; a progress line every 0.3s",
+                            lines[0]), lines[0]
+        progress = [re.fullmatch(stamp + r"progress: source (\d) of 5 relations \((.*?) of 10.0 kB\), target (\d) of 5 "
+                                 r"\((.*?) of 10.0 kB\) checksummed; .*/s; (.*)", line) for line in lines[1:-1]]
+        assert all(progress) and len(progress) >= 3, f"a progress line every 0.3 s: {lines}"
+        counts = [int(m.group(1)) for m in progress]
+        assert counts == sorted(counts) and counts[0] < 5, f"counts grow as the tables are done: {counts}"
+        assert progress[-1].group(1, 2, 3, 4, 5) == ("5", "10.0 kB", "5", "10.0 kB", "about 0 s left"), lines[-2]
+        assert re.fullmatch(stamp + r"checksums done in \d+ s", lines[-1]), lines[-1]
+        assert [line.split()[0] for line in result.stdout.splitlines()] == \
+            ["source:", "target:", "OK", "OK", "OK", "OK", "OK", "summary:", "RESULT:"], "stdout holds the report only"
+        assert "pw-SOURCE-1" not in result.stderr and "pw-TARGET-2" not in result.stderr, "no password in the log"
+
+    def test_a_failing_side_stops_the_monitor_and_exits_2(self, fake, tmp_path):
+        self._canned(fake)
+        (tmp_path / "out.2222").unlink()
+        bindir = tmp_path / "bin"
+        # the target's checksum run fails after a while: the monitor must not outlive the script
+        (bindir / "psql").write_text(FAKE_PSQL + textwrap.dedent("""\
+            if script.endswith("checksum.sql") and os.environ["PGPORT"] == "2222":
+                import time
+                time.sleep(0.5)
+                sys.stderr.write("psql: error: server closed the connection\\n")
+                sys.exit(2)
+        """))
+        started = time.monotonic()
+        result = fake.run(script_for(progress_seconds=0.2), "a\nb\n", extra_env={"FAKE_PSQL_LINE_DELAY": "0.2"})
+        assert result.returncode == 2 and "checksum queries failed on the target database" in result.stderr
+        assert time.monotonic() - started < 10, "the monitor's sleep held the pipes open"
+        assert result.stdout == ""
+        assert list(fake.tmpdir.iterdir()) == []
+
+
+def progress_awk(tmp_path: Path, elapsed: float, source: tuple, target: tuple) -> str:
+    """source/target: (sizes, keys done); sizes = {key: bytes}."""
+    files = []
+    for side, (sizes, done) in (("source", source), ("target", target)):
+        (tmp_path / f"{side}.sizes").write_text("".join(f"table\t{k}\t{b}\n" for k, b in sizes.items()))
+        (tmp_path / f"{side}.out").write_text("".join(f"table\t{k}\tpublic.t\t1\t2\n" for k in done))
+        files += [str(tmp_path / f"{side}.sizes"), str(tmp_path / f"{side}.out")]
+    (tmp_path / "progress.awk").write_text(db_verify.PROGRESS_AWK.lstrip())
+    out = subprocess.run(["awk", "-v", f"elapsed={elapsed}", "-f", str(tmp_path / "progress.awk"), *files],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+SIZES = {"a": 1_000_000, "b": 1_000_000, "c": 8_000_000, "d": 0}
+
+
+@pytest.mark.parametrize("elapsed, source_done, target_done, want", [
+    # 2 of 4 relations in 10 s: 10 s more by count; 2 MB of 10 MB: 40 s more by bytes -> the larger
+    (10, "ab", "abcd", "source 2 of 4 relations (2.0 MB of 10.0 MB), target 4 of 4 (10.0 MB of 10.0 MB) "
+                       "checksummed; 1.2 MB/s; about 40 s left"),
+    # the slower side decides: target 1 of 4 (1 MB) after 30 s -> 270 s by bytes
+    (30, "abc", "a", "source 3 of 4 relations (10.0 MB of 10.0 MB), target 1 of 4 (1.0 MB of 10.0 MB) "
+                     "checksummed; 366.7 kB/s; about 4 min 30 s left"),
+    (5, "", "a", "source 0 of 4 relations (0 B of 10.0 MB), target 1 of 4 (1.0 MB of 10.0 MB) "
+                 "checksummed; 200.0 kB/s; time left unknown yet"),
+    (7200, "abcd", "abcd", "source 4 of 4 relations (10.0 MB of 10.0 MB), target 4 of 4 (10.0 MB of 10.0 MB) "
+                           "checksummed; 2.8 kB/s; about 0 s left"),
+    (3600, "d", "d", "source 1 of 4 relations (0 B of 10.0 MB), target 1 of 4 (0 B of 10.0 MB) "
+                     "checksummed; 0 B/s; about 3 h 00 min left"),
+])
+def test_progress_line_format_and_time_left(tmp_path, elapsed, source_done, target_done, want):
+    line = progress_awk(tmp_path, elapsed, (SIZES, source_done), (SIZES, target_done))
+    assert line == "progress: " + want + "\n"
+
+
+def test_progress_interval_is_checked():
+    for bad in (0, -1, True, "30", 10_000):
+        with pytest.raises(ValueError, match="progress_seconds"):
+            script_for(progress_seconds=bad)
+    assert "PROGRESS_SECONDS=30.0\n" in script_for()

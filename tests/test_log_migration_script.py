@@ -13,6 +13,8 @@ Set UPDATE_GOLDEN=1 to rewrite the golden scripts after an intended change (then
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
 import json
 import os
@@ -20,19 +22,23 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import urllib.parse
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from components import log_migration as lm
 from components import remote
-from tests.integration.fixtures_logtree import make_tree
+from tests.integration.fixtures_logtree import make_tree, mutate
 from tests.goldens import golden
 
 ACCESS = "AKIAEXAMPLE000000001"
@@ -84,7 +90,7 @@ FAKE_S3CMD = textwrap.dedent('''\
             name = src[2:] if src.startswith("./") else src
             if files_from:
                 with open(files_from, encoding="utf-8") as f:
-                    keys += [name + "/" + line.strip() for line in f]
+                    keys += [(name + "/" if name else "") + line.strip() for line in f]
             elif os.path.isfile(src) and not os.path.islink(src):
                 keys.append(name)
             else:
@@ -203,7 +209,8 @@ def test_sync_never_deletes_on_the_target():
     script = lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8)
     assert "--delete-removed" not in script.replace("--no-delete-removed", ""), "no --delete-removed anywhere"
     assert "delete_removed = False" in script, "the config says so too"
-    assert re.search(r"s3cmd -c \"\$config\" --no-delete-removed", script), "every sync call says --no-delete-removed"
+    assert re.search(r"s3cmd -c \"\$config\" --no-delete-removed", script), "the s3cmd call says --no-delete-removed"
+    assert '"DELETE"' not in lm._UPLOADER_PY and "'DELETE'" not in lm._UPLOADER_PY, "the uploader never deletes"
 
 
 def test_s3_settings_match_the_platform():
@@ -236,7 +243,8 @@ def test_bad_endpoints_are_refused(endpoint):
 @pytest.mark.parametrize("kwargs, match", [
     ({"bucket": "UPPER"}, "bucket"), ({"bucket": "a..b"}, "bucket"), ({"region": "d p e"}, "zonegroup"),
     ({"parallelism": 0}, "parallelism"), ({"parallelism": 65}, "parallelism"), ({"parallelism": True}, "parallelism"),
-    ({"logs_dir": "relative/logs"}, "absolute"), ({"min_files_per_job": 0}, "min_files_per_job"),
+    ({"logs_dir": "relative/logs"}, "absolute"), ({"progress_seconds": 0}, "progress_seconds"),
+    ({"progress_seconds": True}, "progress_seconds"), ({"multipart_threshold": 0}, "multipart_threshold"),
 ])
 def test_bad_arguments_are_refused(kwargs, match):
     args = {"logs_dir": LOGS, "bucket": BUCKET, "endpoint": ENDPOINT, "region": "dpe", "parallelism": 8, **kwargs}
@@ -254,16 +262,119 @@ def test_hostile_paths_are_quoted(name):
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
 
-# --- sync, run against the stand-in s3cmd --------------------------------------------------------
+# --- sync, run against a stand-in S3 server (and the stand-in s3cmd for files over the threshold) ---
+
+class FakeS3(ThreadingHTTPServer):
+    """An S3 endpoint in memory: ListObjectsV2 (encoding-type=url, pages of 50 keys), PUT (checks
+    Content-MD5 like the RGW), HEAD.  Records every request; `fail_on` answers a PUT whose key
+    contains it with a 503; `delay` seconds per PUT; keeps the peak of concurrent PUTs."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), FakeS3Handler)
+        self.objects: dict[bytes, tuple[bytes, dict]] = {}
+        self.requests: list[tuple[str, str, dict]] = []
+        self.fail_on: bytes | None = None
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = 0
+        self.connections = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def puts(self) -> Counter:
+        return Counter(urllib.parse.unquote_to_bytes(path.split("/", 2)[2]) for m, path, _ in self.requests if m == "PUT")
+
+
+class FakeS3Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        prefix = query.get("prefix", [""])[0].encode("utf-8", "surrogateescape")
+        start = query.get("continuation-token", [""])[0].encode()
+        keys = sorted(k for k in server.objects if k.startswith(prefix) and k > urllib.parse.unquote_to_bytes(start))
+        page, more = keys[:50], len(keys) > 50
+        items = "".join(f"<Contents><Key>{urllib.parse.quote(k)}</Key><Size>{len(server.objects[k][0])}</Size>"
+                        f"<ETag>&quot;{hashlib.md5(server.objects[k][0]).hexdigest()}&quot;</ETag></Contents>" for k in page)
+        token = f"<NextContinuationToken>{urllib.parse.quote(page[-1])}</NextContinuationToken>" if more else ""
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>{token}{items}</ListBucketResult>").encode()
+        self._reply(200, body, {"Content-Type": "application/xml"})
+
+    def do_HEAD(self):
+        self.server.requests.append(("HEAD", self.path, {k.lower(): v for k, v in self.headers.items()}))
+        key = urllib.parse.unquote_to_bytes(self.path.split("/", 2)[2])
+        if key in self.server.objects:
+            self._reply(200, b"", {k: v for k, v in self.server.objects[key][1].items() if k.startswith("x-amz-meta")})
+        else:
+            self._reply(404)
+
+    def do_PUT(self):
+        server = self.server
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        server.requests.append(("PUT", self.path, {k.lower(): v for k, v in self.headers.items()}))
+        with server.lock:
+            server.in_flight += 1
+            server.peak = max(server.peak, server.in_flight)
+        try:
+            time.sleep(server.delay)
+            key = urllib.parse.unquote_to_bytes(self.path.split("/", 2)[2])
+            if not self.headers.get("Authorization", "").startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS}/"):
+                return self._reply(403, b"<Error><Code>AccessDenied</Code></Error>")
+            if server.fail_on and server.fail_on in key:
+                return self._reply(503, b"<Error><Code>ServiceUnavailable</Code><Message>slow down</Message></Error>")
+            if base64.b64decode(self.headers["Content-MD5"]) != hashlib.md5(body).digest():
+                return self._reply(400, b"<Error><Code>BadDigest</Code></Error>")
+            server.objects[key] = (body, {k.lower(): v for k, v in self.headers.items()})
+            self._reply(200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+        finally:
+            with server.lock:
+                server.in_flight -= 1
+
+
+@pytest.fixture
+def s3():
+    server = FakeS3()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def sync(logs: Path, s3: FakeS3, parallelism: int = 4, **kwargs) -> str:
+    return lm.sync_script(str(logs), "logs.test", s3.endpoint, "dpe", parallelism, **kwargs)
+
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_missing_logs_dir_fails_clearly_and_names_it(fake, tmp_path, name):
+def test_missing_logs_dir_fails_clearly_and_names_it(fake, s3, tmp_path, name):
     missing = tmp_path / name / "logs"
-    proc = fake.run(sync(missing))
+    proc = fake.run(sync(missing, s3))
     assert proc.returncode == 1, "a missing logs dir is an error"
     assert f"the logs directory {missing} does not exist" in proc.stderr, f"stderr names the dir: {proc.stderr!r}"
     assert proc.stdout == "", "nothing on stdout on failure"
-    assert fake.calls() == [], "s3cmd never ran"
+    assert fake.calls() == [] and s3.requests == [], "nothing was sent"
     assert not fake.marker.exists(), "`id` inside the name was executed: quoting failed"
 
 
@@ -271,11 +382,11 @@ def test_missing_logs_dir_fails_clearly_and_names_it(fake, tmp_path, name):
     ("", "line 1"), (f"{ACCESS}\n", "line 2"), (f"{ACCESS}\n$HOME00000000000000000000\n", "secret key"),
     (f"short\n{SECRET}\n", "access key"),
 ])
-def test_bad_stdin_is_refused_before_any_s3cmd_call(fake, tmp_path, stdin, match):
+def test_bad_stdin_is_refused_before_any_request(fake, s3, tmp_path, stdin, match):
     (tmp_path / "logs").mkdir()
-    proc = fake.run(sync(tmp_path / "logs"), stdin=stdin)
+    proc = fake.run(sync(tmp_path / "logs", s3), stdin=stdin)
     assert proc.returncode == 1 and match in proc.stderr, f"refused with a message about the {match}: {proc.stderr!r}"
-    assert fake.calls() == [], "s3cmd never ran"
+    assert fake.calls() == [] and s3.requests == [], "nothing was sent"
     assert list(fake.tmp.iterdir()) == [], "no scratch dir left"
 
 
@@ -301,99 +412,105 @@ def skewed_tree_with_hostile_names(root: Path, newline: bool = True) -> Path:
     return logs
 
 
+
+def objects_of(s3: FakeS3) -> dict[str, bytes]:
+    return {os.fsdecode(k): body for k, (body, _) in s3.objects.items()}
+
+
 @pytest.mark.parametrize("parallelism", [1, 3, 8])
-def test_every_regular_file_is_in_exactly_one_call_with_its_relative_key(fake, tmp_path, parallelism):
+def test_every_regular_file_is_uploaded_once_with_its_relative_key(fake, s3, tmp_path, parallelism):
     logs = skewed_tree_with_hostile_names(tmp_path)
-    proc = fake.run(sync(logs, parallelism))
+    proc = fake.run(sync(logs, s3, parallelism))
     assert proc.returncode == 0, proc.stderr
-    covered = fake.covered()
-    assert set(covered) == regular_files(logs), "the calls cover exactly the regular files (keys = relative paths)"
-    assert max(covered.values()) == 1, f"a file in two calls: {[k for k, n in covered.items() if n > 1][:5]}"
+    puts = s3.puts()
+    assert {os.fsdecode(k) for k in puts} == regular_files(logs), "exactly the regular files, keyed by relative path"
+    assert max(puts.values()) == 1, "each file is sent once"
+    assert all(body == (logs / key).read_bytes() for key, body in objects_of(s3).items()), "bodies are the files"
+    assert all(h["content-type"] == "text/plain" for m, p, h in s3.requests if m == "PUT" and p.endswith(".log")), \
+        "a .log is text/plain, as the runbook's s3cmd made it"
     assert not fake.marker.exists(), "`id` inside a name was executed: quoting failed"
-    calls = fake.calls()
-    assert all(c["cwd"] == str(logs) for c in calls), "s3cmd runs in the logs dir (keys relative to it)"
-    assert all(c["positional"][-1] == "s3://logs.test/" for c in calls), "destination is the bucket root"
-    assert all(p.startswith("./") for c in calls for p in c["positional"][1:-1]), "sources are ./-prefixed"
+    assert fake.calls() == [], "no file is over the multipart threshold: s3cmd never runs"
+    files = len(regular_files(logs))
+    assert re.fullmatch(rf"synced {re.escape(str(logs))} to s3://logs\.test/: {files} files \(\d+ bytes\) in \d+ top-level "
+                        rf"entries; uploaded {files} \(\d+ bytes\), copied 0 server-side \(0 bytes\); not uploaded: 3 "
+                        rf"symlinks, 0 special files; {parallelism} parallel uploads, 0 files over \d+ bytes by s3cmd, \d+ s\n",
+                        proc.stdout), f"one summary line on stdout: {proc.stdout!r}"
+    assert s3.connections <= parallelism + 1, f"connections are kept alive ({s3.connections} for {files} files)"
 
 
-def test_a_big_entry_is_cut_into_chunks_and_the_load_is_balanced(fake, tmp_path):
+def test_a_second_run_uploads_nothing_then_only_what_changed(fake, s3, tmp_path):
     logs = tmp_path / "logs"
-    tree = make_tree(logs, files=2000, seed=5)
-    biggest, (count, _) = max(tree.per_prefix().items(), key=lambda item: item[1][0])
-    assert count > 2000 / 4, "the synthetic tree is skewed (one DAG above total/parallelism)"
-    proc = fake.run(sync(logs, 4))
-    assert proc.returncode == 0, proc.stderr
-    chunked = [c for c in fake.calls() if any(a.startswith("--files-from=") for a in c["argv"])]
-    assert chunked and all(c["positional"][1:-1] == [f"./{biggest}"] for c in chunked), "the big DAG is chunked"
-    summary = proc.stdout
-    assert re.fullmatch(r"synced .* 2000 files \(\d+ bytes\) in \d+ top-level entries; uploaded 2000 \(\d+ bytes\), "
-                        r"copied 0 server-side \(0 bytes\); not uploaded: 1 symlinks, 0 special files; "
-                        r"\d+ s3cmd calls in 4 parallel jobs, \d+ s\n", summary), f"one summary line: {summary!r}"
+    tree = make_tree(logs, files=300, seed=5)
+    assert fake.run(sync(logs, s3)).returncode == 0
+    s3.requests.clear()
+    again = fake.run(sync(logs, s3))
+    assert again.returncode == 0, again.stderr
+    assert s3.puts() == Counter() and "uploaded 0 (0 bytes)" in again.stdout, "nothing changed: nothing sent"
+    changed, added = mutate(tree, fraction=0.02, new_files=3, seed=1)
+    s3.requests.clear()
+    third = fake.run(sync(logs, s3))
+    assert third.returncode == 0, third.stderr
+    assert {os.fsdecode(k) for k in s3.puts()} == set(changed) | set(added), "only the changed and new files"
+    assert f"uploaded {len(changed) + len(added)} (" in third.stdout
 
 
-def test_a_small_tree_gets_fewer_jobs(fake, tmp_path):
+def test_uploads_run_in_parallel(fake, s3, tmp_path):
     logs = tmp_path / "logs"
-    make_tree(logs, files=1200, seed=2)
-    proc = fake.run(sync(logs, 8, min_files_per_job=500))
+    make_tree(logs, files=60, seed=2)
+    s3.delay = 0.05
+    proc = fake.run(sync(logs, s3, 4))
     assert proc.returncode == 0, proc.stderr
-    assert " in 2 parallel jobs" in proc.stdout, f"1200 files / 500 per job: 2 jobs, not 8: {proc.stdout}"
-    assert set(fake.covered()) == regular_files(logs)
+    assert s3.peak == 4, f"4 uploads at once, saw at most {s3.peak}"
 
 
-def test_jobs_run_in_parallel(fake, tmp_path):
+def test_keys_only_in_a_0600_config_that_is_removed(fake, s3, tmp_path):
     logs = tmp_path / "logs"
-    make_tree(logs, files=400, seed=2)
-    proc = fake.run(sync(logs, 4), FAKE_S3CMD_SLEEP="0.5")
-    assert proc.returncode == 0, proc.stderr
-    calls = fake.calls()
-    peak = max(sum(1 for o in calls if o["began"] <= c["began"] < o["ended"]) for c in calls)
-    assert peak == 4, f"4 s3cmd processes at once, saw at most {peak}"
-
-
-def test_keys_reach_s3cmd_only_in_a_0600_config_that_is_removed(fake, tmp_path):
-    logs = tmp_path / "logs"
-    make_tree(logs, files=100, seed=1)
-    proc = fake.run(sync(logs, 2))
-    assert proc.returncode == 0, proc.stderr
-    for call in fake.calls():
-        assert not any(SECRET in a or ACCESS in a for a in call["argv"]), f"a key on argv: {call['argv']}"
-        assert call["config_mode"] == "0o600" and call["config_dir_mode"] == "0o700", "config 0600 in a 0700 dir"
-        assert f"access_key = {ACCESS}\n" in call["config"] and f"secret_key = {SECRET}\n" in call["config"]
-        assert "host_base = 127.0.0.1:9\n" in call["config"] and "use_https = False\n" in call["config"]
-        flags = call["flags"]
-        assert "--no-delete-removed" in flags and not any(f == "--delete-removed" for f in flags)
+    make_tree(logs, files=50, seed=1)
+    s3.delay = 0.02
+    proc = fake.popen(sync(logs, s3, 2))
+    seen = []
+    while proc.poll() is None:
+        for d in fake.tmp.glob("airflow-log-migration.*"):
+            if (d / "s3cfg").exists():
+                seen.append((oct(stat.S_IMODE(d.stat().st_mode)), oct(stat.S_IMODE((d / "s3cfg").stat().st_mode))))
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and _cmdline_has(pid, str(fake.tmp)):
+                assert not _cmdline_has(pid, SECRET) and not _cmdline_has(pid, ACCESS), "a key on a command line"
+        time.sleep(0.01)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert seen and set(seen) == {("0o700", "0o600")}, f"config 0600 in a 0700 dir: {set(seen)}"
     assert list(fake.tmp.iterdir()) == [], "the scratch dir (with the config) is removed"
-    assert SECRET not in proc.stdout + proc.stderr and ACCESS not in proc.stdout + proc.stderr
+    assert SECRET not in out + err and ACCESS not in out + err
+    assert all(SECRET not in json.dumps(h) for _, _, h in s3.requests), "the secret key never travels"
 
 
-def test_a_failing_job_fails_the_script_after_the_others_ran(fake, tmp_path):
+def test_a_failing_upload_fails_the_script_after_the_others(fake, s3, tmp_path):
     logs = tmp_path / "logs"
-    tree = make_tree(logs, files=400, seed=4)
-    victim = sorted(tree.per_prefix())[0]
-    proc = fake.run(sync(logs, 3), FAKE_S3CMD_FAIL_ON=victim)
-    assert proc.returncode == 1, "one failed job fails the whole script"
+    tree = make_tree(logs, files=200, seed=4)
+    victim = sorted(tree.files)[7]
+    s3.fail_on = victim.encode()
+    proc = fake.run(sync(logs, s3, 3))
+    assert proc.returncode == 1, "one failed file fails the whole script"
     assert proc.stdout == "", "no success summary on stdout"
-    assert re.search(r"job \d+ \(s3cmd sync .*" + re.escape(victim) + r".*\) FAILED: exit 15", proc.stderr), \
-        f"stderr names the failed job's entries: {proc.stderr}"
-    assert "503 (ServiceUnavailable)" in proc.stderr, "s3cmd's own error is passed on"
-    assert "1 of 3 s3cmd jobs failed" in proc.stderr
-    other = {k for k in regular_files(logs) if not k.startswith(victim)}
-    assert other <= set(fake.covered()), "the other jobs still ran"
+    assert f"PUT {victim}: HTTP 503 ServiceUnavailable slow down" in proc.stderr, proc.stderr
+    assert "1 of 200 files failed to upload" in proc.stderr
+    assert sum(1 for m, p, _ in s3.requests if m == "PUT" and victim in urllib.parse.unquote(p)) == 5, "retried 4 times"
+    assert set(objects_of(s3)) == set(tree.files) - {victim}, "the other files were uploaded"
 
 
-def test_sigterm_stops_every_worker_and_removes_the_config(fake, tmp_path):
+def test_sigterm_stops_the_upload_and_removes_the_config(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=200, seed=6)
-    proc = fake.popen(sync(logs, 3), FAKE_S3CMD_SLEEP="30")
+    s3.delay = 0.2
+    proc = fake.popen(sync(logs, s3, 3))
     deadline = time.monotonic() + 10
-    scratch = []
-    while time.monotonic() < deadline and not scratch:
-        scratch = [p for p in fake.tmp.iterdir() if (p / "jobs" / "all").exists()]
+    while time.monotonic() < deadline and not s3.puts():
         time.sleep(0.05)
-    assert scratch, "the sync started its jobs"
-    time.sleep(0.5)  # let xargs start the fake s3cmds
+    assert s3.puts(), "the upload started"
+    scratch = list(fake.tmp.glob("airflow-log-migration.*"))
     workers = [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, str(scratch[0]))]
-    assert workers, "s3cmd workers run with the scratch config"
+    assert workers, "the uploader runs with the scratch config"
     os.kill(proc.pid, signal.SIGTERM)  # the script only, not its process group
     proc.wait(timeout=10)
     assert proc.returncode == 143, f"exit 128+TERM, got {proc.returncode}: {proc.stderr.read()}"
@@ -403,6 +520,7 @@ def test_sigterm_stops_every_worker_and_removes_the_config(fake, tmp_path):
     left = [pid for pid in workers if os.path.exists(f"/proc/{pid}") and _cmdline_has(pid, str(scratch[0]))]
     assert left == [], f"workers still running after TERM: {left}"
     assert not scratch[0].exists(), "the scratch dir (config with the keys) is removed"
+    assert len(s3.puts()) < 200
 
 
 def _cmdline_has(pid: str, text: str) -> bool:
@@ -412,7 +530,7 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return False
 
 
-def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, tmp_path):
+def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=20, seed=7)
     dead = subprocess.Popen(["true"])
@@ -423,21 +541,36 @@ def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, tmp_path):
         d.mkdir(mode=0o700)
         (d / "pid").write_text(f"{pid}\n")
         (d / "s3cfg").write_text(f"secret_key = {SECRET}\n")
-    proc = fake.run(sync(logs, 2))
+    proc = fake.run(sync(logs, s3, 2))
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists(), "the scratch dir of a killed run (dead pid) is removed"
     assert live.exists(), "the scratch dir of a running process is kept"
     assert f"removed the scratch dir {stale}" in proc.stderr
 
 
-def test_empty_logs_dir_syncs_nothing_and_succeeds(fake, tmp_path):
+def test_empty_logs_dir_syncs_nothing_and_succeeds(fake, s3, tmp_path):
     (tmp_path / "logs").mkdir()
-    proc = fake.run(sync(tmp_path / "logs", 4))
+    proc = fake.run(sync(tmp_path / "logs", s3, 4))
     assert proc.returncode == 0, proc.stderr
-    assert fake.calls() == [] and "0 files (0 bytes) in 0 top-level entries" in proc.stdout
+    assert s3.puts() == Counter() and "0 files (0 bytes) in 0 top-level entries" in proc.stdout
 
 
-def test_unreadable_directory_fails_the_plan(fake):
+def test_files_over_the_threshold_go_to_s3cmd_multipart(fake, s3, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=40, seed=3)
+    big = logs / "scheduler" / "huge scheduler.log"
+    big.write_bytes(b"x" * 30_000)  # the tree's files are 1-20 KB
+    proc = fake.run(sync(logs, s3, 2, multipart_threshold=25_000))
+    assert proc.returncode == 0, proc.stderr
+    assert "scheduler/huge scheduler.log" not in objects_of(s3), "the big file is not PUT whole"
+    [call] = fake.calls()
+    assert call["positional"] == ["sync", "./", "s3://logs.test/"] and "-r" in call["flags"], call["argv"]
+    assert call["keys"] == ["scheduler/huge scheduler.log"], "the list names it relative to the logs dir"
+    assert "--no-delete-removed" in call["flags"] and call["config_mode"] == "0o600"
+    assert "1 files over 25000 bytes by s3cmd" in proc.stdout and "uploaded 41 (" in proc.stdout, proc.stdout
+
+
+def test_unreadable_directory_fails_the_sync(fake, s3):
     """s3cmd's own walk skips a directory it cannot read; the planner must fail instead."""
     base = Path(tempfile.mkdtemp(prefix="log-migration-eacces-"))  # outside pytest's 0700 tmp dirs
     try:
@@ -450,15 +583,95 @@ def test_unreadable_directory_fails_the_plan(fake):
         locked = logs / "dag_id=locked"
         locked.mkdir(mode=0o700)
         (locked / "a.log").write_text("x")
-        proc = subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "bash", "-c", sync(logs, 2), "log-migration"],
+        proc = subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "bash", "-c", sync(logs, s3, 2), "log-migration"],
                               input=KEYS, capture_output=True, text=True, timeout=60,
                               env={**fake.env, "TMPDIR": str(scratch_parent)})
         assert proc.returncode == 1, f"an unreadable dir fails the sync: {proc.stderr}"
-        assert "Permission denied" in proc.stderr and "cannot plan the sync" in proc.stderr, proc.stderr
-        assert fake.calls() == [], "no upload starts from a partial plan"
+        assert "Permission denied" in proc.stderr and "the upload of" in proc.stderr, proc.stderr
+        assert s3.puts() == Counter(), "no upload starts from a partial walk"
         assert list(scratch_parent.iterdir()) == [], "the scratch dir is removed"
     finally:
         shutil.rmtree(base)
+
+
+
+# --- progress and the downtime lines ------------------------------------------------------------------
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+
+
+def test_progress_lines_on_stderr_with_counts_and_nothing_new_on_stdout(fake, s3, tmp_path):
+    logs = tmp_path / "logs"
+    tree = make_tree(logs, files=120, seed=9)
+    total = tree.total_bytes()
+    s3.delay = 0.02
+    proc = fake.run(sync(logs, s3, 2, progress_seconds=0.3))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1 and proc.stdout.startswith("synced "), "stdout: the summary line only"
+    lines = [line for line in proc.stderr.splitlines() if " progress: " in line]
+    assert len(lines) >= 3, f"a progress line every 0.3 s for ~1.2 s: {proc.stderr}"
+    pattern = (rf"log-migration: {STAMP} progress: (\d+) of 120 files \((.+) of (.+)\) done, (\d+) uploaded \((.+)\); "
+               r"(\d+) files/s, (.+)/s; (about .+ left|time left unknown yet)")
+    matches = [re.fullmatch(pattern, line) for line in lines]
+    assert all(matches), lines
+    done = [int(m.group(1)) for m in matches]
+    assert done == sorted(done) and 0 < done[0] < 120, f"counts grow: {done}"
+    assert all(m.group(3) == lm_human_bytes(total) for m in matches), "the total bytes of the tree"
+    assert all(m.group(1) == m.group(4) for m in matches), "first pass: every file done was uploaded"
+    assert re.search(rf"log-migration: {STAMP} sync started: 120 files", proc.stderr)
+    assert "downtime" not in proc.stderr, "only the final pass announces the end of the downtime"
+
+
+def test_the_final_pass_says_when_the_downtime_can_end(fake, s3, tmp_path):
+    logs = tmp_path / "logs"
+    make_tree(logs, files=10, seed=9)
+    proc = fake.run(sync(logs, s3, 2, final_pass=True))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(rf"^log-migration: {STAMP} downtime can end: the last log sync is done \(10 files uploaded\)",
+                     proc.stderr, re.M), proc.stderr
+    assert "downtime" not in proc.stdout
+    s3.fail_on = b"scheduler"
+    failed = fake.run(sync(logs, s3, 2, final_pass=True))
+    assert failed.returncode == 0, "nothing to upload: the failing server is not asked"
+    (logs / "scheduler" / "new.log").write_text("x")
+    failed = fake.run(sync(logs, s3, 2, final_pass=True))
+    assert failed.returncode == 1 and "downtime can end" not in failed.stderr, "never announced after a failure"
+
+
+def uploader_namespace() -> dict:
+    namespace: dict = {"__name__": "uploader_under_test"}
+    exec(compile(lm._UPLOADER_PY, "uploader", "exec"), namespace)  # the exact text the script runs
+    return namespace
+
+
+def lm_human_bytes(n: int) -> str:
+    return uploader_namespace()["human_bytes"](n)
+
+
+@pytest.mark.parametrize("args, want", [
+    # elapsed, files done/total, bytes done/total, uploaded, uploaded bytes
+    ((10, 100, 1000, 1_000_000, 10_000_000, 100, 1_000_000),
+     "progress: 100 of 1000 files (1.0 MB of 10.0 MB) done, 100 uploaded (1.0 MB); 10 files/s, 100.0 kB/s; about 1 min 30 s left"),
+    # by bytes the rest is slower (big files left): the larger estimate wins
+    ((60, 900, 1000, 1_000_000, 10_000_000, 10, 20_000),
+     "progress: 900 of 1000 files (1.0 MB of 10.0 MB) done, 10 uploaded (20.0 kB); 15 files/s, 16.7 kB/s; about 9 min 00 s left"),
+    ((3600, 20, 40, 5_000, 10_000, 20, 5_000),
+     "progress: 20 of 40 files (5.0 kB of 10.0 kB) done, 20 uploaded (5.0 kB); 0 files/s, 1 B/s; about 1 h 00 min left"),
+    ((5, 0, 10, 0, 100, 0, 0),
+     "progress: 0 of 10 files (0 B of 100 B) done, 0 uploaded (0 B); 0 files/s, 0 B/s; time left unknown yet"),
+    ((5, 10, 10, 100, 100, 0, 0),
+     "progress: 10 of 10 files (100 B of 100 B) done, 0 uploaded (0 B); 2 files/s, 20 B/s; about 0 s left"),
+])
+def test_progress_line_format_and_time_left(args, want):
+    assert uploader_namespace()["progress_line"](*args) == want
+
+
+def test_time_left_is_the_slower_of_the_two_estimates():
+    time_left = uploader_namespace()["time_left"]
+    assert time_left(10, 0, 100, 0, 1000) is None, "nothing done yet: unknown"
+    assert time_left(10, 50, 100, 100, 1000) == 90, "by bytes: 900 bytes at 10 B/s"
+    assert time_left(10, 10, 100, 900, 1000) == 90, "by files: 90 files at 1 file/s"
+    assert time_left(10, 100, 100, 1000, 1000) == 0
 
 
 # --- verify, against the stand-in s3cmd's `ls -r` ---------------------------------------------------

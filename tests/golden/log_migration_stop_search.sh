@@ -72,7 +72,11 @@ after=$(active_units) || fail "systemctl list-units failed"
 [[ -z $after ]] || fail "still active after systemctl stop: $after"
 
 if [[ -n $before ]]; then
+    printf '%s: %s downtime started: the legacy services of airflow-%s are stopped (%s)\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$instance" "${before% }" >&2
     printf 'airflow-%s legacy services: %s; stopped %s\n' "$instance" "$puppet_state" "${before% }"
 else
+    printf '%s: %s downtime started earlier: no legacy service of airflow-%s was running\n' \
+        "$0" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$instance" >&2
     printf 'airflow-%s legacy services: %s; none was running\n' "$instance" "$puppet_state"
 fi

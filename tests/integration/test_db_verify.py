@@ -112,7 +112,17 @@ class TestIdenticalCopy:
         with pg.timed("verify, identical copy", imported.timings):
             result = imported.verify()
         assert result.returncode == 0, f"an identical copy must verify: {result.stderr}\n{result.stdout}"
-        assert result.stderr == "", f"nothing on stderr when everything matches: {result.stderr}"
+        # stderr: the Job's progress log only, timestamped; its last progress line (printed once both
+        # sides are done) counts every table and sequence of the real databases
+        stamp = r"db_verify: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+        lines = result.stderr.splitlines()
+        assert lines and all(re.match(stamp, line) for line in lines), f"only progress on stderr: {result.stderr}"
+        n = len(TABLES) + len(SEQUENCES)
+        final = [line for line in lines if " progress: " in line][-1]
+        assert re.search(rf"progress: source {n} of {n} relations \((.+) of \1\), target {n} of {n} \((.+) of \2\) "
+                         r"checksummed; .*; about 0 s left$", final), final
+        assert re.fullmatch(stamp + r"checksums done in \d+ s", lines[-1]), lines[-1]
+        assert SOURCE_PASSWORD not in result.stderr and TARGET_PASSWORD not in result.stderr
         for table in TABLES:
             line = report_line(result.stdout, "table", f"public.{table}")
             assert line.startswith("OK"), f"table {table} must match: {line}"
