@@ -1,22 +1,61 @@
-"""Shared helpers: run the real program for a stack under Pulumi's mock runtime."""
+"""Shared helpers: run the real program for a stack under Pulumi's mock runtime.
+
+Speed (the unit suite runs in two pytest-xdist workers, each its own process with its own
+mock runtime and caches):
+* ``stack_config`` reads and decrypts each stack file once per process (keyed by the files'
+  bytes, so an edited file is read again), and PBKDF2 keys are kept for the whole process;
+* ``run_stack`` keeps each render by its inputs (stack, overrides, dropped keys, secret
+  overrides): the program is deterministic (tests/test_preview_diff.py checks it), so a test
+  asking for the same inputs gets the same registrations.  A test that uses ``monkeypatch``
+  (it may patch the program, its mocks or the environment) always renders afresh, as does
+  ``run_stack(..., fresh=True)``.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tools import mockrun, stackconfig
+from tools import passphrase as _passphrase
 
 EXAMPLE_PASSPHRASE = "examples-only-not-a-secret"
 STACKS = ("test-k8s", "search")
 KUBERNETES_VERSION = "1.31.0"  # dse-k8s; validate core objects against this schema
 
 
+# PBKDF2 (1,000,000 iterations, ~0.2 s) is a pure function of (passphrase, salt): keep every
+# key for the process instead of tools/passphrase.py's 8 (13 stacks and more in the tree)
+if hasattr(_passphrase._derive, "__wrapped__"):
+    _passphrase._derive = functools.lru_cache(maxsize=None)(_passphrase._derive.__wrapped__)
+
+_LOADED: dict[tuple[str, bytes, bytes], stackconfig.StackConfig] = {}
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def load_example_stack(stack: str) -> stackconfig.StackConfig:
+    """stackconfig.load(stack, EXAMPLE_PASSPHRASE), once per content of its files."""
+    root = stackconfig.ROOT
+    key = (stack, _file_bytes(root / "Pulumi.yaml"), _file_bytes(root / f"Pulumi.{stack}.yaml"))
+    if key not in _LOADED:
+        _LOADED[key] = stackconfig.load(stack, EXAMPLE_PASSPHRASE)
+    return _LOADED[key]
+
+
 def stack_config(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
                  secret_overrides: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
-    sc = stackconfig.load(stack, EXAMPLE_PASSPHRASE)
+    sc = load_example_stack(stack)
     config = dict(sc.config)
     secret_keys = list(sc.secret_keys)
     for key in drop:
@@ -29,10 +68,21 @@ def stack_config(stack: str, overrides: dict[str, Any] | None = None, drop: tupl
     return config, secret_keys
 
 
+_RUNS: dict[str, mockrun.Run] = {}
+_current_test: dict[str, Any] = {"fixtures": ()}
+
+
 def run_stack(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
-              secret_overrides: dict[str, str] | None = None) -> mockrun.Run:
+              secret_overrides: dict[str, str] | None = None, fresh: bool = False) -> mockrun.Run:
     config, secret_keys = stack_config(stack, overrides, drop, secret_overrides)
-    return mockrun.run_program("airflow", stack, config, secret_keys)
+    if fresh or "monkeypatch" in _current_test["fixtures"]:
+        return mockrun.run_program("airflow", stack, config, secret_keys)
+    # keyed by what reaches the program (the config after overrides) and the environment it reads
+    env = sorted((k, v) for k, v in os.environ.items() if not k.startswith("PYTEST_"))
+    key = json.dumps([stack, sorted(config.items()), sorted(secret_keys), env])
+    if key not in _RUNS:
+        _RUNS[key] = mockrun.run_program("airflow", stack, config, secret_keys)
+    return _RUNS[key]
 
 
 def stack_cfg(stack: str, overrides: dict[str, Any] | None = None):
@@ -44,17 +94,12 @@ def stack_cfg(stack: str, overrides: dict[str, Any] | None = None):
     return cfg
 
 
-_CACHE: dict[str, mockrun.Run] = {}
-
-
 def rendered(stack: str) -> mockrun.RecordingMonitor:
-    """The program's registrations for an unmodified example stack (cached per session)."""
-    if stack not in _CACHE:
-        run = run_stack(stack)
-        if run.error is not None:
-            raise run.error
-        _CACHE[stack] = run
-    return _CACHE[stack].monitor
+    """The program's registrations for an unmodified example stack (kept by run_stack)."""
+    run = run_stack(stack)
+    if run.error is not None:
+        raise run.error
+    return run.monitor
 
 
 @pytest.fixture(params=STACKS)
@@ -66,6 +111,23 @@ def stack(request) -> str:
 # provider plugins (components/buckets.py); a prepared deployment-server shell has them.
 os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
 os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+
+
+@pytest.fixture(autouse=True)
+def _which_test(request):
+    """run_stack renders afresh for a test that may patch what the program sees."""
+    _current_test["fixtures"] = tuple(request.fixturenames)
+    yield
+    _current_test["fixtures"] = ()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """tests/integration start real services (free ports, private directories, but timing
+    matters): with ``--dist loadgroup`` (./dev test) they run on one xdist worker, in order."""
+    for item in items:
+        if item.path.is_relative_to(config.rootpath / "tests" / "integration"):
+            item.add_marker(pytest.mark.xdist_group("integration"))
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,8 @@ def blob(*fields: bytes) -> str:
     return base64.b64encode(b"".join(struct.pack(">I", len(f)) + f for f in fields)).decode()
 
 
-ED25519 = openssh(ed25519.Ed25519PrivateKey.generate())
+# a fixed key: parametrize ids must be the same in every pytest-xdist worker's collection
+ED25519 = openssh(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 
 
 @pytest.mark.parametrize("value", [

@@ -17,11 +17,13 @@ from tools import cli, preview, stackconfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, passphrase=None):
+def run_cli(*args, passphrase=None, cwd=ROOT):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     if passphrase:
         env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
-    return subprocess.run([sys.executable, "-m", "tools.preview", *args], cwd=ROOT, env=env,
+    if cwd != ROOT:
+        env["PYTHONPATH"] = str(cwd)
+    return subprocess.run([sys.executable, "-m", "tools.preview", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -267,27 +269,34 @@ def test_all_goes_on_after_a_bug_in_one_stack_and_exits_1(monkeypatch):
 
 
 @pytest.fixture
-def broken_stack_files():
-    """Two broken stack files in the repository (other tests list every Pulumi.*.yaml: unique
-    names, always removed)."""
+def broken_stack_files(tree_copy):
+    """Two broken stack files, in a copy of the working tree (other tests, in this process, in
+    the other xdist worker or in a concurrent run, list every Pulumi.*.yaml of the repository)."""
     tag = uuid.uuid4().hex[:8]
     files = {
         f"zz-broken-yaml-{tag}": "config:\n\tairflow:instance: x\n",              # a tab: not YAML
         f"zz-broken-config-{tag}": "config:\n  airflow:phase: sideways\n",         # YAML, bad config
     }
-    paths = [ROOT / f"Pulumi.{name}.yaml" for name in files]
-    try:
-        for path, text in zip(paths, files.values()):
-            path.write_text(text)
-        yield list(files)
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
+    for name, text in files.items():
+        (tree_copy / f"Pulumi.{name}.yaml").write_text(text)
+    return list(files)
 
 
-def test_all_renders_every_good_stack_and_reports_each_broken_one(broken_stack_files, tmp_path):
-    good = [s for s in stackconfig.stacks() if s not in broken_stack_files]
-    proc = run_cli("--all", "--no-inputs", "--out", str(tmp_path / "r"))
+@pytest.fixture
+def tree_copy(tmp_path):
+    """The program's files of the working tree (the virtualenv linked)."""
+    import shutil
+
+    copy = tmp_path / "tree"
+    shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", "tests", "bench", "out", "render", ".*.tmp"))
+    (copy / ".venv").symlink_to(ROOT / ".venv")
+    return copy
+
+
+def test_all_renders_every_good_stack_and_reports_each_broken_one(broken_stack_files, tree_copy, tmp_path):
+    good = [s for s in stackconfig.stacks(tree_copy) if s not in broken_stack_files]
+    proc = run_cli("--all", "--no-inputs", "--out", str(tmp_path / "r"), cwd=tree_copy)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 2 and "Traceback" not in proc.stderr

@@ -3,7 +3,7 @@
 import functools
 import io
 
-from tools import cli, rollout
+from tools import cli, preview_diff, rollout
 
 
 class Recorder:
@@ -96,3 +96,82 @@ def test_a_bug_is_one_line_and_exit_1_before_any_stack_is_touched(monkeypatch):
 def test_a_failing_stack_is_a_failed_rollout_not_a_bug():
     code, out, err = guarded([], runner=Recorder(fail_on={"search"}))
     assert code == 1 and err == "" and "!!! search failed: error: search release timed out" in out
+
+
+# --- --dry-run: no CLI, the order and each stack's offline diff -------------------------------
+
+def fake_trees(changed: dict[str, str]):
+    """A render_tree that writes one file per stack; ``changed`` stacks differ in the working tree."""
+    from tools import rollout as r
+
+    def render_tree(tree, out):
+        head = tree == r.ROOT
+        for stack in ("test-k8s", "search", "main", "dumps"):
+            (out / stack / "helm").mkdir(parents=True, exist_ok=True)
+            text = changed[stack] if head and stack in changed else "app:\n  version: old\n"
+            (out / stack / "helm" / "production.values.yaml").write_text(text)
+        return None
+
+    return render_tree
+
+
+def dry(argv, render_tree):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(functools.partial(rollout.main, stdout=out, stderr=err, render_tree=render_tree), argv, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_dry_run_prints_the_order_canary_first_and_each_stacks_diff(monkeypatch):
+    monkeypatch.setattr(rollout.shutil, "which", lambda name: None)  # no CLI needed
+    code, out, err = dry(["--dry-run", "--base", "HEAD", "--stacks", "search", "main", "dumps"],
+                         fake_trees({"main": "app:\n  version: new\n"}))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "rollout order (4 stacks, canary first): test-k8s, dumps, main, search"
+    heads = [line for line in lines if line.startswith("==> ")]
+    assert heads == ["==> dry run test-k8s (1/4, canary): no change", "==> dry run dumps (2/4): no change",
+                     "==> dry run main (3/4): 1 rendered file(s) differ", "==> dry run search (4/4): no change"]
+    main_diff = out[out.index("==> dry run main"):out.index("==> dry run search")]
+    assert "-  version: old\n+  version: new\n" in main_diff and "helm/production.values.yaml" in main_diff
+    assert lines[-1] == "dry run: 1 of 4 stack(s) change: main; nothing was applied"
+
+
+def test_dry_run_never_runs_a_stack():
+    rec = Recorder()
+    code, _, _ = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], fake_trees({}))
+    assert code == 0 and rec.calls == []
+
+
+def test_dry_run_unreadable_input_is_one_line_exit_2():
+    code, out, err = dry(["--dry-run", "--base", "no-such-rev"], fake_trees({}))
+    assert (code, out) == (2, "") and err == "error: no git revision 'no-such-rev' to compare with (--base)\n"
+    code, out, err = dry(["--dry-run", "--stacks", "nope"], fake_trees({}))
+    assert code == 2 and err.count("\n") == 1 and "unknown stack 'nope'" in err
+    broken = lambda tree, out: preview_diff.RenderFailure(2, "search: airflow:phase: 'x' is not a phase")  # noqa: E731
+    code, out, err = dry(["--dry-run", "--base", "HEAD"], broken)
+    assert (code, out) == (2, "") and err == "error: the working tree does not render: search: airflow:phase: 'x' is not a phase\n"
+    code, out, err = dry(["--base", "HEAD"], fake_trees({}))
+    assert code == 2 and err == "error: python -m tools.rollout: --base goes with --dry-run\n"
+    code, out, err = dry(["--dry-run", "--preview"], fake_trees({}))
+    assert code == 2 and err.count("\n") == 1 and "not allowed with argument" in err
+
+
+def test_dry_run_with_a_base_that_does_not_render_shows_additions():
+    def render_tree(tree, out):
+        if tree != rollout.ROOT:
+            return preview_diff.RenderFailure(2, "old bug")
+        return fake_trees({})(tree, out)
+
+    code, out, _ = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], render_tree)
+    assert code == 0 and "note: base HEAD did not render (old bug); showing the working tree as additions" in out
+    assert "==> dry run search (2/2): 1 rendered file(s) differ" in out
+
+
+def test_dry_run_for_real_renders_both_sides_without_the_cli(monkeypatch):
+    # the real renderer (tools/preview_diff.py, one --all render per side); HEAD against the working tree
+    monkeypatch.setattr(rollout.shutil, "which", lambda name: None)
+    code, out, err = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], None)
+    assert (code, err) == (0, ""), err
+    assert out.splitlines()[0] == "rollout order (2 stacks, canary first): test-k8s, search"
+    assert "==> dry run test-k8s (1/2, canary): " in out and "==> dry run search (2/2): " in out
+    assert out.splitlines()[-1].endswith("; nothing was applied")

@@ -4,10 +4,20 @@ after another, stopping at the first failure.
     python -m tools.rollout                  # pulumi up: canary first, then the rest
     python -m tools.rollout --preview        # pulumi preview --diff, same order
     python -m tools.rollout --stacks search main   # only these (the canary still goes first)
+    python -m tools.rollout --dry-run [--base REV] # no CLI: the order and each stack's offline diff
 
 Runs through Pulumi's Automation API, so it needs the Pulumi CLI; without it, it says so in
 one line and exits 2.  The stack runner is injectable: tests check the order and the
 stop-on-failure logic without the CLI.
+
+``--dry-run`` needs no CLI and changes nothing: it prints the order (canary first) and, per
+stack, the offline diff of what the rollout would apply: the stack's offline render
+(tools/preview.py, secrets as placeholders) at ``--base`` (default ``HEAD~1``: the commit the
+fleet runs before this change is rolled out) against the working tree, with
+tools/preview_diff.py's renderer and diff.  Offline there is no state to compare with (it
+lives in the S3 backend), so the previous commit stands for what runs; name the last deployed
+revision with ``--base`` when several commits wait.  ``pulumi preview --diff`` (``--preview``)
+is the diff against the real state.
 """
 
 from __future__ import annotations
@@ -20,14 +30,17 @@ if __name__ == "__main__":  # first thing: the guard (tools/cli.py) covers the i
     sys.exit(cli.run_module("tools.rollout"))
 
 import argparse
+import io
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 import yaml
 
-from tools import stackconfig
+from tools import preview_diff, stackconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,19 +116,74 @@ def automation_runner(root: Path = ROOT) -> Runner:
     return run
 
 
+# render_tree(tree, out) -> failure or None: every stack of the checkout at ``tree`` into out/<stack>/
+TreeRenderer = Callable[[Path, Path], "preview_diff.RenderFailure | None"]
+
+
+def dry_run(stacks: Sequence[str], canary: str, base: str, stdout: TextIO, root: Path = ROOT,
+            render_tree: TreeRenderer | None = None) -> int:
+    """Print the rollout order and each stack's offline diff (``base`` render against the
+    working tree); nothing is applied.  Raises RolloutError for an unknown revision or a
+    working tree that does not render."""
+    render_tree = render_tree or preview_diff.render_tree
+    rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], cwd=root,
+                         capture_output=True, text=True)
+    if rev.returncode != 0:
+        raise RolloutError(f"no git revision {base!r} to compare with (--base)")
+    order = rollout_order(stacks, canary)
+    with tempfile.TemporaryDirectory(prefix="rollout-dry-run-") as tmp:
+        tmp_path = Path(tmp)
+        base_tree, base_out, head_out = tmp_path / "base-src", tmp_path / "base", tmp_path / "head"
+        base_tree.mkdir()
+        preview_diff.checkout(base, base_tree)
+        head_error = render_tree(root, head_out)
+        if head_error:
+            raise RolloutError(f"the working tree does not render: {cli.one_line(head_error.line)}")
+        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() \
+            else preview_diff.RenderFailure(2, "no offline preview at that revision")
+        stdout.write(f"rollout order ({len(order)} stacks, canary first): {', '.join(order)}\n")
+        stdout.write(f"offline diff: each stack's render at {base} against the working tree "
+                     "(secrets as placeholders; `pulumi preview --diff` compares with the real state)\n")
+        if base_error:
+            stdout.write(f"note: base {base} did not render ({cli.one_line(base_error.line)}); "
+                         "showing the working tree as additions\n")
+        changed_stacks = []
+        for i, stack in enumerate(order):
+            diff = io.StringIO()
+            changed = preview_diff.diff_dirs(base_out / stack, head_out / stack, diff)
+            canary_mark = ", canary" if stack == canary else ""
+            summary = f"{changed} rendered file(s) differ" if changed else "no change"
+            stdout.write(f"==> dry run {stack} ({i + 1}/{len(order)}{canary_mark}): {summary}\n")
+            stdout.write(diff.getvalue())
+            if changed:
+                changed_stacks.append(stack)
+    stdout.write(f"dry run: {len(changed_stacks)} of {len(order)} stack(s) change"
+                 f"{': ' + ', '.join(changed_stacks) if changed_stacks else ''}; nothing was applied\n")
+    return 0
+
+
 def main(argv: list[str] | None = None, runner: Runner | None = None, stdout: TextIO = sys.stdout,
-         stderr: TextIO = sys.stderr) -> int:
+         stderr: TextIO = sys.stderr, render_tree: TreeRenderer | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stacks", nargs="+", help="stacks to roll out (default: all)")
-    parser.add_argument("--preview", action="store_true", help="pulumi preview --diff instead of up")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--preview", action="store_true", help="pulumi preview --diff instead of up")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="no Pulumi CLI, nothing applied: the order and each stack's offline diff against --base")
+    parser.add_argument("--base", default="HEAD~1",
+                        help="with --dry-run: the git revision the fleet runs now (default HEAD~1)")
     cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.base != "HEAD~1" and not args.dry_run:
+        raise cli.UsageError("python -m tools.rollout: --base goes with --dry-run")
     known = stackconfig.stacks(ROOT)
     stacks = args.stacks or known
     unknown = [s for s in stacks if s not in known]
     if unknown:
         stderr.write(f"error: unknown stack {unknown[0]!r} (known: {', '.join(known)})\n")
         return 2
+    if args.dry_run:
+        return dry_run(stacks, canary_stack(ROOT), args.base, stdout, ROOT, render_tree)
     try:
         run = runner or automation_runner()
     except RolloutError as exc:
