@@ -27,7 +27,7 @@ from components.config_keys import (  # noqa: F401 - re-exported
     EXTERNAL_DB_PHASES, HADOOP_CLUSTERS, KEYS, LAST_EXTERNAL_DB_CHART, LEGACY_KEYS, PHASES, S3_KEY_PAIRS, Key,
 )
 from components.config_secrets import SECRET_PLACEHOLDER, S3KeyPair, Secrets, _load_secrets  # noqa: F401
-from components.config_errors import PROJECT, ConfigError
+from components.config_errors import PROJECT, ConfigError, current_stack, rm_fix, set_fix
 from components.config_types import (  # noqa: F401 - re-exported: the model's domain types
     _PRINCIPAL_PRIMARY, _REALM, MAX_INSTANCE_LEN,
     _abs_path, _host_key, _image_tag, _in_range, _logs_dir, _pg_parameters, _pg_spec_overrides, _takeover_changes,
@@ -216,12 +216,15 @@ def load(
     bag: Mapping[str, Any] | None = None,
     is_secret: Callable[[str], bool] | None = None,
     read_secret: Callable[[str], str] | None = None,
+    stack: str | None = None,
 ) -> tuple[InstanceConfig, Secrets]:
     """Parse and validate the stack config; raise ConfigError on the first problem.
 
     ``bag`` defaults to the program's config, ``is_secret`` to the engine's list of secret
-    keys, ``read_secret`` to ``pulumi.Config().require_secret``.
+    keys, ``read_secret`` to ``pulumi.Config().require_secret``, ``stack`` (named in the
+    hints: ``./dev config set -s STACK ...``) to the stack the program runs for.
     """
+    stack = stack or current_stack()
     bag = all_config() if bag is None else bag
     is_secret = pulumi.runtime.is_config_secret if is_secret is None else is_secret
     prefix = f"{PROJECT}:"
@@ -232,12 +235,12 @@ def load(
         key = full_key[len(prefix):]
         if key not in KEYS:
             close = [k for k in KEYS if k.lower() == key.lower()]
-            hint = f"did you mean {prefix}{close[0]}?" if close else "remove it or check the spelling against README's key table"
-            raise ConfigError(key, "unknown config key", hint)
+            hint = f"did you mean {prefix}{close[0]}? " if close else "check the spelling against README's key table; "
+            raise ConfigError(key, "unknown config key", hint + rm_fix(stack, key))
         raw[key] = value
     secret_keys = {k for k in raw if KEYS[k].secret or is_secret(prefix + k)}
     try:
-        return _load(raw, secret_keys, is_secret, read_secret)
+        return _load(raw, secret_keys, is_secret, read_secret, stack)
     except ConfigError as exc:
         root = exc.key.split(".", 1)[0]
         if root in secret_keys and _mentions(str(exc), raw.get(root)):
@@ -264,19 +267,19 @@ def _mentions(message: str, value: Any) -> bool:
 
 
 def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str], bool],
-          read_secret: Callable[[str], str] | None) -> tuple[InstanceConfig, Secrets]:
+          read_secret: Callable[[str], str] | None, stack: str) -> tuple[InstanceConfig, Secrets]:
     prefix = f"{PROJECT}:"
     for key, spec in KEYS.items():
         if spec.required and (key not in raw or raw[key] is None or (isinstance(raw[key], str) and not raw[key].strip())):
-            how = f"pulumi config set --secret {key} <value>" if spec.secret else f"pulumi config set {key} <value>"
-            raise ConfigError(key, f"missing ({spec.help})", f"set it with `{how}`")
+            raise ConfigError(key, f"missing ({spec.help})", set_fix(stack, key, secret=spec.secret))
         if spec.secret and key in raw and not is_secret(prefix + key):
-            raise ConfigError(key, "is stored in plain text", f"remove it and set it with `pulumi config set --secret {key}`")
+            raise ConfigError(key, "is stored in plain text",
+                              f"{rm_fix(stack, key)}, then {set_fix(stack, key, secret=True, how='set it again with')}")
         if not spec.secret and key in raw and is_secret(prefix + key):
             # the program would use it in plain text (names, values, the tree): refuse rather than leak it
             raise ConfigError(key, "is stored as a secret (secure:) but the program uses it in plain text",
-                              f"store it with `pulumi config set {key}` (secret chart values go in privateValues)")
-    _check_canary_is_a_project_setting(raw)
+                              f"{set_fix(stack, key, how='store it in plain text with')} (secret chart values go in privateValues)")
+    _check_canary_is_a_project_setting(raw, stack)
 
     try:
         # an undecrypted secret (offline preview without a passphrase) is a placeholder: no type to check
@@ -338,7 +341,7 @@ def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str],
     if (path := managed_values.violation(extra_values)) is not None:
         raise ConfigError("extraValues", f"sets {path}, which the program manages", "remove it (secret chart values go in privateValues)")
 
-    phase, legacy = _phase_and_legacy(get("phase", "complete"), get("legacy"), raw, instance, version)
+    phase, legacy = _phase_and_legacy(get("phase", "complete"), get("legacy"), raw, instance, version, stack)
 
     timeout = get("releaseTimeoutSeconds")
     if not 60 <= timeout <= 3600:
@@ -396,22 +399,22 @@ def _load(raw: dict[str, Any], secret_keys: set[str], is_secret: Callable[[str],
         takeover=get("takeover", False),
         takeover_changes=_takeover_changes("takeoverChanges", get("takeoverChanges", {})),
     )
-    _check_credentials(raw, instance, phase, cfg.takeover)
-    return cfg, _load_secrets(raw, typed, read_secret)
+    _check_credentials(raw, stack, phase, cfg.takeover)
+    return cfg, _load_secrets(raw, typed, read_secret, stack)
 
 
-def _check_credentials(raw: Mapping[str, Any], instance: str, phase: str, takeover: bool) -> None:
+def _check_credentials(raw: Mapping[str, Any], stack: str, phase: str, takeover: bool) -> None:
     """Key pairs come whole; while taking over, every credential the phase uses comes from config.
 
     Presence only (``raw``): an undecrypted secret of the offline preview counts as present."""
     def fix(key: str) -> str:
-        return f"set it with `pulumi config set --secret -s {instance} {key}`"
+        return set_fix(stack, key, secret=True)
 
     for user, access, secret, _ in S3_KEY_PAIRS:
         for have, lack in ((access, secret), (secret, access)):
             if have in raw and lack not in raw:
                 raise ConfigError(lack, f"missing: {have} is set and the {user} RGW user's key pair needs both halves",
-                                  f"{fix(lack)}, or remove {have} to have the pair generated")
+                                  f"{fix(lack)}, or {rm_fix(stack, have, how='remove')} to have the pair generated")
     if not takeover:
         return
     # a generated credential would differ from the running instance's: the pods, the database's
@@ -427,14 +430,15 @@ def _check_credentials(raw: Mapping[str, Any], instance: str, phase: str, takeov
                                       f"from config (never generated; {secret} too)", fix(access))
 
 
-def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Mapping[str, Any], instance: str, chart: str) -> tuple[str, Legacy | None]:
+def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Mapping[str, Any], instance: str, chart: str,
+                      stack: str) -> tuple[str, Legacy | None]:
     if phase not in PHASES:
         raise ConfigError("phase", f"{phase!r} is not a migration phase", f"use one of {', '.join(PHASES)}")
     if legacy_raw is None:
         if phase != "complete":
             raise ConfigError("legacy", f"is missing but phase {phase} migrates a legacy instance", "describe it (host, hostKey, dbHost, dbName, dbUser) or use phase complete for a new instance")
         if "legacyDbPassword" in raw:
-            raise ConfigError("legacyDbPassword", "is set but there is no legacy instance", "remove it: `pulumi config rm legacyDbPassword`")
+            raise ConfigError("legacyDbPassword", "is set but there is no legacy instance", rm_fix(stack, "legacyDbPassword"))
         return phase, None
     try:
         lg = config_raw.legacy(legacy_raw, LEGACY_KEYS)
@@ -461,13 +465,13 @@ def _phase_and_legacy(phase: str, legacy_raw: Mapping[str, Any] | None, raw: Map
     )
     needs_password = phase in ("webserver", "scheduler", "database-import", "database")
     if needs_password and "legacyDbPassword" not in raw:
-        raise ConfigError("legacyDbPassword", f"missing: phase {phase} connects to the legacy database", "set it with `pulumi config set --secret legacyDbPassword`")
+        raise ConfigError("legacyDbPassword", f"missing: phase {phase} connects to the legacy database", set_fix(stack, "legacyDbPassword", secret=True))
     if not needs_password and "legacyDbPassword" in raw:
-        raise ConfigError("legacyDbPassword", "must be gone once the migration is complete", "remove it: `pulumi config rm legacyDbPassword`")
+        raise ConfigError("legacyDbPassword", "must be gone once the migration is complete", rm_fix(stack, "legacyDbPassword"))
     if phase != "complete":
         for key in ("fernetKey", "webserverSecretKey"):
             if key not in raw:
-                raise ConfigError(key, f"missing: phase {phase} shares it with the legacy instance", f"copy the legacy value with `pulumi config set --secret {key}`")
+                raise ConfigError(key, f"missing: phase {phase} shares it with the legacy instance", set_fix(stack, key, secret=True, how="copy the legacy value with"))
     if phase in EXTERNAL_DB_PHASES and version_tuple(chart) > LAST_EXTERNAL_DB_CHART:
         raise ConfigError("airflowChartVersion", f"{chart} no longer reads the external-database values phase {phase} needs", "pin 0.0.120 or earlier in this stack until phase database")
     return phase, legacy
@@ -504,8 +508,8 @@ def project_default(key: str) -> Any:
         raise ConfigError(key, f"cannot be read from {path.name} ({type(exc).__name__})", f"declare it under config: in {path.name}") from None
 
 
-def _check_canary_is_a_project_setting(raw: Mapping[str, Any]) -> None:
+def _check_canary_is_a_project_setting(raw: Mapping[str, Any], stack: str) -> None:
     # A stack may not name itself (or another) the canary: the canary rule would not hold.
     if "canaryStack" in raw and raw["canaryStack"] != project_default("canaryStack"):
         raise ConfigError("canaryStack", "is a project setting and differs from Pulumi.yaml",
-                          "remove it from the stack file (change the canary in Pulumi.yaml only)")
+                          f"{rm_fix(stack, 'canaryStack')} (change the canary in Pulumi.yaml only)")

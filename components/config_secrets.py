@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 import pulumi
 
 from components import managed_values
-from components.config_errors import PROJECT, ConfigError
+from components.config_errors import PROJECT, ConfigError, current_stack, rm_fix, set_fix
 from components.config_keys import _S3_ACCESS_KEY, _S3_SECRET_KEY, S3_KEY_PAIRS
 from components.config_types import _FERNET
 
@@ -48,17 +48,19 @@ def _secret_leaves(node: Any) -> Any:
     return pulumi.Output.secret(node)
 
 
-def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret: Callable[[str], str] | None) -> Secrets:
+def _load_secrets(raw: Mapping[str, Any], typed: Mapping[str, Any], read_secret: Callable[[str], str] | None,
+                  stack: str | None = None) -> Secrets:
     # messages here never quote a value: these are secrets
+    stack = stack or current_stack()
     fernet = typed.get("fernetKey")
     if fernet is not None and not _FERNET.fullmatch(fernet):
-        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", "copy the legacy instance's fernet_key, or remove the key to have one generated")
+        raise ConfigError("fernetKey", "is not a Fernet key (url-safe base64 of 32 bytes)", f"{set_fix(stack, 'fernetKey', secret=True, how='copy the legacy instance fernet_key with')}, or {rm_fix(stack, 'fernetKey', how='remove it with')} to have one generated")
     webserver = typed.get("webserverSecretKey")
     if webserver is not None and len(webserver) < 32:
-        raise ConfigError("webserverSecretKey", "is shorter than 32 characters", "use a random string of 64 characters, or remove the key to have one generated")
+        raise ConfigError("webserverSecretKey", "is shorter than 32 characters", f"{set_fix(stack, 'webserverSecretKey', secret=True, how='set a random string of 64 characters with')}, or {rm_fix(stack, 'webserverSecretKey', how='remove it with')} to have one generated")
     key_text = typed.get("sshPrivateKey")
     if key_text is not None and not re.fullmatch(r"-----BEGIN (OPENSSH|RSA|EC) PRIVATE KEY-----\n(.|\n)+\n-----END (OPENSSH|RSA|EC) PRIVATE KEY-----\s*", key_text, re.ASCII):
-        raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", "set it with `pulumi config set --secret sshPrivateKey < keyfile`")
+        raise ConfigError("sshPrivateKey", "is not a PEM/OpenSSH private key", set_fix(stack, "sshPrivateKey", secret=True, stdin="< keyfile"))
 
     for _, access, secret, _ in S3_KEY_PAIRS:
         if (value := typed.get(access)) is not None and not _S3_ACCESS_KEY.fullmatch(value):

@@ -224,7 +224,7 @@ def test_phases_that_read_the_legacy_database_need_its_password(phase):
 
 def test_complete_phase_refuses_a_leftover_legacy_password():
     run = run_stack("search", secret_overrides={"legacyDbPassword": LEGACY_PASSWORD})
-    assert str(run.error) == "airflow:legacyDbPassword: must be gone once the migration is complete; remove it: `pulumi config rm legacyDbPassword`"
+    assert str(run.error) == "airflow:legacyDbPassword: must be gone once the migration is complete; remove it with `./dev config rm -s search legacyDbPassword` (CLI: `pulumi config rm -s search legacyDbPassword`)"
 
 
 def test_unknown_phase_and_legacy_keys_are_rejected():

@@ -86,8 +86,8 @@ def test_takeover_refuses_each_missing_credential_in_one_line(missing):
     run = run_stack("search", overrides=TAKEOVER, drop=(missing,), secret_overrides=secrets)
     message = failed(run)
     assert message.startswith(f"airflow:{missing}: missing"), message
-    assert message.endswith(f"`pulumi config set --secret -s search {missing}`") or (
-        f"`pulumi config set --secret -s search {missing}`, or remove" in message), message
+    assert message.endswith(f"`pulumi config set --secret -s search {missing}`)") or (
+        f"`pulumi config set --secret -s search {missing}`), or remove" in message), message
 
 
 @pytest.mark.parametrize("user, access, secret", [("airflow", "airflowS3AccessKey", "airflowS3SecretKey"),
@@ -97,7 +97,8 @@ def test_takeover_refuses_a_wholly_missing_pair_naming_its_access_key(user, acce
     message = failed(run_stack("search", overrides=TAKEOVER, secret_overrides=secrets))
     assert message.startswith(f"airflow:{access}: missing: takeover is on"), message
     assert secret in message, "the message names the other half too"
-    assert message.endswith(f"set it with `pulumi config set --secret -s search {access}`"), message
+    assert message.endswith(f"set it with `./dev config set --secret -s search {access}` "
+                            f"(CLI: `pulumi config set --secret -s search {access}`)"), message
 
 
 def test_takeover_without_any_pair_names_the_airflow_users_first():
@@ -127,7 +128,8 @@ def test_takeover_missing_fernet_key_on_a_stack_that_generates_it():
     message = failed(run_stack("test-k8s", overrides=TAKEOVER, secret_overrides=PAIRS))
     assert message == ("airflow:fernetKey: missing: takeover is on, so it must be the running instance's Fernet key "
                        "(a new one makes every encrypted connection unreadable), never generated; "
-                       "set it with `pulumi config set --secret -s test-k8s fernetKey`")
+                       "set it with `./dev config set --secret -s test-k8s fernetKey` "
+                       "(CLI: `pulumi config set --secret -s test-k8s fernetKey`)")
 
 
 # --- with the pairs in config ------------------------------------------------------------
@@ -241,7 +243,7 @@ def test_moving_generated_pairs_into_config_changes_nothing_but_the_random_resou
 
 def load_search(**secrets: str):
     config, secret_keys = stack_config("search", secret_overrides=secrets)
-    return c.load(config, is_secret=lambda k: k in secret_keys, read_secret=lambda k: config[k])
+    return c.load(config, is_secret=lambda k: k in secret_keys, read_secret=lambda k: config[k], stack="search")
 
 
 BAD = [

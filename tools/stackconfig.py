@@ -363,67 +363,439 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+# --- one entry at a time, as `pulumi config` writes it ------------------------------------
+
+_GO_STR_SAFE = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def _go_str(value: str) -> Any:
+    """``value`` as go-yaml v3 (the CLI's encoder) styles a string: multi-line as a literal
+    block, double-quoted when a plain scalar would read as something else (true, 5, null, a
+    YAML 1.1 boolean such as yes, a date), else plain (the emitter quotes it if it must)."""
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
+
+    if "\n" in value and _GO_STR_SAFE.fullmatch(value.replace("\n", "")) and not value.startswith(" "):
+        return LiteralScalarString(value)
+    try:
+        plain_ok = value != "" and stackyaml._resolve_plain(value) == value
+    except stackyaml._Refused:
+        plain_ok = False
+    return value if plain_ok else DoubleQuotedScalarString(value)
+
+
+def _node(value: Any) -> Any:
+    """A JSON-like value as ruamel round-trip nodes, block style, strings styled as go-yaml."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, dict):
+        out = CommentedMap()
+        for k, v in value.items():
+            out[_go_str(k)] = _node(v)
+        if out:
+            out.fa.set_block_style()
+        else:
+            out.fa.set_flow_style()
+        return out
+    if isinstance(value, list):
+        seq = CommentedSeq(_node(v) for v in value)
+        if seq:
+            seq.fa.set_block_style()
+        else:
+            seq.fa.set_flow_style()
+        return seq
+    if isinstance(value, str):
+        return _go_str(value)
+    return value
+
+
+def _indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _entry_lines(lines: list[str], key_index: int) -> tuple[int, int]:
+    """[start, end) of the entry whose key is on ``lines[key_index]``: its head comment (the
+    comment lines right above it, at its indentation), the key and its value's lines.  The
+    comments after the value, at the key's indentation or less, belong to what follows."""
+    indent = _indent_of(lines[key_index])
+    start = key_index
+    while start > 0 and lines[start - 1].strip().startswith("#") and _indent_of(lines[start - 1]) == indent:
+        start -= 1
+    end = key_index + 1
+    for j in range(key_index + 1, len(lines)):
+        stripped = lines[j].strip()
+        if not stripped:
+            continue
+        if _indent_of(lines[j]) > indent:
+            end = j + 1
+        elif not stripped.startswith("#"):
+            break
+    return start, end
+
+
+def _splice(text: str, doc: _StackDoc, full: str, entry: list[str] | None, keep_head: bool) -> str | None:
+    """``text`` with the block-style entry of ``full`` replaced by ``entry`` (lines at the
+    key's indentation; None removes it, with its head comment unless ``keep_head``); None
+    when the entry is not a block-style line of its own (a flow-style config:)."""
+    line = doc.lines.get(("config", full))
+    if line is None or line == doc.lines.get(("config",)):
+        return None
+    lines = text.split("\n")
+    key_index = line - 1
+    head = lines[key_index].lstrip(" ")
+    if not (head.startswith(full) or head[1:].startswith(full)):
+        return None
+    start, end = _entry_lines(lines, key_index)
+    if keep_head:
+        start = key_index
+    indent = " " * _indent_of(lines[key_index])
+    new = [indent + ln for ln in entry] if entry is not None else []
+    return "\n".join(lines[:start] + new + lines[end:])
+
+
+def _render_entry(y: Any, full: str, node: Any) -> list[str]:
+    from ruamel.yaml.comments import CommentedMap
+
+    doc = CommentedMap()
+    doc[full] = node
+    doc.fa.set_block_style()
+    out = io.StringIO()
+    explicit, y.explicit_start = y.explicit_start, False
+    try:
+        y.dump(doc, out)
+    finally:
+        y.explicit_start = explicit
+    return out.getvalue().rstrip("\n").split("\n")
+
+
+def _wire_of(raw: Any) -> str:
+    """A stack file's raw value (top-level scalars as text) as the program receives it."""
+    return raw if isinstance(raw, str) else _to_wire(raw)
+
+
+def _edit(path: Path, project: str, full: str, node: Any, salt: str | None = None) -> str:
+    """The text of ``path`` with config key ``full`` set to ``node`` (None: removed), its
+    comments, key order and style kept; checked to read back with only that key changed."""
+    from ruamel.yaml.comments import CommentedMap
+
+    name = path.name
+    text = _read_text(path)
+    before = _read_stack(text, name, project)
+    _wire_config(before, name, None, {})  # the form of every secure value
+    current = before.config.get(full)
+    y = _round_trip_yaml(text)
+
+    new_text = None
+    if node is not None and full in before.config and (isinstance(current, (dict, list)) or isinstance(node, (dict, list))) \
+            and not (_is_secure(current) and isinstance(node, dict) and set(node) == {"secure"}):
+        new_text = _splice(text, before, full, _render_entry(y, full, node), keep_head=True)
+    elif node is None and full in before.config:
+        new_text = _splice(text, before, full, None, keep_head=False)
+    if new_text is None:  # a scalar replaced in place, a new key appended, or a flow-style config
+        doc = y.load(text)
+        if doc is None:
+            doc = CommentedMap()
+        if salt is not None:
+            doc.insert(0, "encryptionsalt", salt)
+        if doc.get("config") is None and node is not None:
+            fresh = CommentedMap()
+            fresh.fa.set_block_style()
+            if "config" in doc:
+                doc["config"] = fresh
+            else:
+                doc.insert(len(doc), "config", fresh)
+        config = doc.get("config")
+        if config is not None and not config:
+            config.fa.set_block_style()
+        if node is None:
+            if config is not None and full in config:
+                del config[full]
+        elif full in config and _is_secure(current) and isinstance(node, dict) and set(node) == {"secure"}:
+            config[full]["secure"] = node["secure"]  # keeps a flow-style {secure: ...} in its style
+        else:
+            config[full] = node
+        out = io.StringIO()
+        y.dump(doc, out)
+        new_text = out.getvalue()
+    elif salt is not None:
+        new_text = f"encryptionsalt: {salt}\n" + new_text
+
+    # the new file must read back with this key changed and nothing else
+    after = _read_stack(new_text, name, project)
+    others = lambda d: [(k, v) for k, v in d.config.items() if k != full]  # noqa: E731
+    same = others(after) == others(before) and after.salt == (salt or before.salt)
+    if node is None:
+        same = same and full not in after.config
+    elif _is_secure(node):
+        same = same and after.config.get(full) == {"secure": node["secure"]}
+    else:
+        same = same and full in after.config and _wire_of(after.config[full]) == _wire_of(_plain(node))
+    if not same:
+        raise RuntimeError(f"the edited {name} does not read back as written; the file is unchanged")
+    return new_text
+
+
+def _plain(node: Any) -> Any:
+    """A ruamel node as plain Python values."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
 def set_secret(stack: str, key: str, value: str, passphrase: str, root: Path = ROOT) -> None:
     """Write ``key: {secure: ...}`` into Pulumi.<stack>.yaml like `pulumi config set --secret`.
 
-    A YAML round trip (ruamel.yaml) keeps comments, key order and the file's style; the
-    file is checked before and after, and replaced atomically."""
-    from ruamel.yaml.comments import CommentedMap
-
+    The file keeps its comments, key order and style; it is checked before and after, and
+    replaced atomically.  (No check of the key or the value against the program: that is
+    ``config_set``'s.)"""
     path = _stack_path(stack, root)
-    name = path.name
     project = project_file(root)["name"]
     full = _secret_key(key, project)
     if not isinstance(value, str) or not value.strip():
         raise StackError(f"{full}: the secret is empty; give its value on standard input (the file is unchanged)")
     text = _read_text(path)
-    before = _read_stack(text, name, project)
-    _wire_config(before, name, None, {})  # the form of every secure value
+    before = _read_stack(text, path.name, project)
     current = before.config.get(full)
     if current is not None and not _is_secure(current):
-        raise StackError(f"{full} is set in plain text in {name}; delete that entry first")
-    if before.salt:
+        raise StackError(f"{full} is set in plain text in {path.name}; delete that entry first")
+    crypter, salt = _crypter_for(before, path.name, passphrase)
+    ciphertext = crypter.encrypt(value)
+    new_text = _edit(path, project, full, {"secure": ciphertext}, salt)
+    _atomic_write(path, new_text)
+
+
+def _crypter_for(doc: _StackDoc, name: str, passphrase: str) -> tuple[pp.Crypter, str | None]:
+    """The stack's crypter, and a new encryptionsalt if the file has none yet."""
+    if doc.salt:
         try:
-            crypter = pp.crypter_from_salt(passphrase, before.salt)
+            return pp.crypter_from_salt(passphrase, doc.salt), None
         except pp.PassphraseError as exc:
             raise StackError(f"{name}: {exc} (PULUMI_CONFIG_PASSPHRASE)") from None
-        salt = None
-    else:
-        salt, crypter = pp.new_salt(passphrase)
-    ciphertext = crypter.encrypt(value)
+    salt, crypter = pp.new_salt(passphrase)
+    return crypter, salt
 
-    y = _round_trip_yaml(text)
-    doc = y.load(text)
-    if doc is None:
-        doc = CommentedMap()
-    if salt is not None:
-        doc.insert(0, "encryptionsalt", salt)
-    if doc.get("config") is None:
-        fresh = CommentedMap()
-        fresh.fa.set_block_style()
-        if "config" in doc:
-            doc["config"] = fresh
-        else:
-            doc.insert(len(doc), "config", fresh)
-    config = doc["config"]
-    if not config:
-        config.fa.set_block_style()
-    if full in config:
-        config[full]["secure"] = ciphertext  # keeps a flow-style {secure: ...} in its style
-    else:
-        entry = CommentedMap(secure=ciphertext)
-        entry.fa.set_block_style()
-        config[full] = entry
-    out = io.StringIO()
-    y.dump(doc, out)
-    new_text = out.getvalue()
 
-    # the new file must read back, with this secret and nothing else changed
-    after = _read_stack(new_text, name, project)
-    if crypter.decrypt(after.config[full]["secure"]) != value or \
-            {k: v for k, v in after.config.items() if k != full} != {k: v for k, v in before.config.items() if k != full}:
-        raise RuntimeError(f"the edited {name} does not read back as written; the file is unchanged")
+# --- `./dev config`: init, set, set --secret, get, rm ---------------------------------------
+
+def _known_key(key: str, project: str, stack: str, verb: str) -> tuple[str, str]:
+    """(full key, short key) of a key the program declares; else a one-line StackError."""
+    from components.config_keys import KEYS
+
+    full = _secret_key(key, project)
+    short = full.split(":", 1)[1]
+    if short not in KEYS:
+        close = [k for k in KEYS if k.lower() == short.lower() or stackyaml.distance(k.lower(), short.lower()) <= 2]
+        hint = f"; did you mean {project}:{close[0]}?" if close else "; see README's key table"
+        raise StackError(f"{full}: unknown config key{hint} (nothing written)" if verb != "get" else f"{full}: unknown config key{hint}")
+    return full, short
+
+
+def _typed(short: str, value: str) -> Any:
+    """A command-line value as the key's type says: true/false for a bool, an integer for an
+    int, JSON for an object or list; anything else stays the string (the program's check then
+    says what is wrong with it, in its own words)."""
+    from components.config_keys import KEYS
+
+    kind = KEYS[short].kind
+    if kind == "bool" and value in ("true", "false"):
+        return value == "true"
+    if kind == "int" and re.fullmatch(r"-?[0-9]{1,18}", value):
+        return int(value)
+    if kind in ("object", "list"):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return value
+        if isinstance(parsed, (dict, list)):
+            return parsed
+    return value
+
+
+def _check_with_program(stack: str, root: Path, text: str, name: str, project: dict[str, Any],
+                        crypter: pp.Crypter | None, short: str) -> str | None:
+    """Run the program's config validation (components/config.load, then the stack-name and
+    canary rules of __main__.py) on ``text`` as the stack's file, with the config the preview
+    hands the program.  A refusal of ``short`` (or of a field of it) is raised, the program's
+    ConfigError; a refusal of another key (a stack still being written: secrets not set yet,
+    a phase waiting for its password) is returned as a note, the change being accepted.
+    Secrets not set yet are placeholders, so the rest is still checked."""
+    from components import config as program
+    from components import upgrades
+
+    sd = _read_stack(text, name, project["name"])
+    try:
+        bag, secret_keys = _wire_config(sd, name, crypter, _project_defaults(project))
+    except StackError:
+        raise
+    secrets = set(secret_keys)
+    prefix = f"{project['name']}:"
+    note = None
+    for _ in range(len(program.KEYS) + 1):
+        try:
+            cfg, _ = program.load(bag, is_secret=secrets.__contains__, read_secret=lambda k: SECRET_PLACEHOLDER, stack=stack)
+            upgrades.check_stack_name(cfg, stack)
+            upgrades.check_canary_rule(cfg, stack, root)
+            return note
+        except program.ConfigError as exc:
+            first = exc.key.split(".", 1)[0]
+            if first == short:
+                raise
+            note = note or str(exc)
+            spec = program.KEYS.get(first)
+            if spec is not None and spec.secret and exc.problem.startswith("missing") and prefix + first not in bag:
+                bag[prefix + first] = SECRET_PLACEHOLDER  # check the rest as if it were set
+                secrets.add(prefix + first)
+                continue
+            return note
+    return note
+
+
+def _passphrase() -> str:
+    secret = pp.passphrase_from_env()
+    if secret is None:
+        raise StackError("set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE")
+    cli.register_secrets([secret])
+    return secret
+
+
+def _read_value(stdin: Any, secret: bool) -> str:
+    """The value from a no-echo prompt (a secret) or a prompt, on a terminal; else all of
+    standard input without its final newline, as the CLI reads a piped value."""
+    if hasattr(stdin, "isatty") and stdin.isatty():
+        import getpass
+
+        if secret:
+            return getpass.getpass("value: ")
+        sys.stderr.write("value: ")
+        sys.stderr.flush()
+        return stdin.readline().rstrip("\r\n")
+    return _read_secret(stdin)
+
+
+def config_init(stack: str, passphrase: str, root: Path = ROOT) -> Path:
+    """Pulumi.<stack>.yaml as `pulumi stack init --secrets-provider passphrase` and
+    `pulumi config set instance <stack>` leave it."""
+    from components.config_types import MAX_INSTANCE_LEN, dns_label
+
+    path = root / f"Pulumi.{stack}.yaml"
+    dns_label("instance", stack, MAX_INSTANCE_LEN)  # the program's rule: the stack is named after its instance
+    if path.exists():
+        raise StackError(f"stack {stack!r} already exists: {path.name} (nothing written)")
+    project = project_file(root)["name"]
+    salt, _ = pp.new_salt(passphrase)
+    text = f"encryptionsalt: {salt}\nconfig:\n  {project}:instance: {stack}\n"
+    _read_stack(text, path.name, project)  # reads back as written
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)  # never replaces a file made meanwhile
+    finally:
+        os.unlink(tmp)
+    return path
+
+
+def config_set(stack: str, key: str, value: str, *, secret: bool, passphrase: str | None,
+               root: Path = ROOT) -> str | None:
+    """Set ``key`` (plain, or encrypted with ``secret``) as `pulumi config set` does, after the
+    program's validation accepts it; the note the program has about the rest of the stack."""
+    from components.config_errors import set_fix
+    from components.config_keys import KEYS
+
+    path = _stack_path(stack, root)
+    project_doc = project_file(root)
+    project = project_doc["name"]
+    full, short = _known_key(key, project, stack, "set")
+    if KEYS[short].secret and not secret:
+        raise StackError(f"{full} is a secret: {set_fix(stack, short, secret=True, how='set it with')}, "
+                         "the value on standard input or at the prompt (nothing written)")
+    if secret and not KEYS[short].secret:
+        raise StackError(f"{full} is not a secret: the program uses it in plain text; "
+                         f"{set_fix(stack, short, how='set it with')} (nothing written)")
+    if not isinstance(value, str) or not value.strip():
+        if secret:
+            raise StackError(f"{full}: the secret is empty; give its value on standard input or at the prompt (the file is unchanged)")
+        raise StackError(f"{full}: the value is empty; {set_fix(stack, short)} (the file is unchanged)")
+    text = _read_text(path)
+    before = _read_stack(text, path.name, project)
+    crypter, salt = None, None
+    if secret:
+        crypter, salt = _crypter_for(before, path.name, passphrase)
+        node: Any = {"secure": crypter.encrypt(value)}
+    else:
+        if passphrase is not None and before.salt:
+            crypter, _ = _crypter_for(before, path.name, passphrase)  # check the secrets too
+        node = _node(_typed(short, value))
+    new_text = _edit(path, project, full, node, salt)
+    note = _check_with_program(stack, root, new_text, path.name, project_doc, crypter, short)
     _atomic_write(path, new_text)
+    return note
+
+
+def config_rm(stack: str, key: str, passphrase: str | None = None, root: Path = ROOT) -> str | None:
+    """Remove ``key`` from the stack file as `pulumi config rm` does (a key that is not set:
+    nothing to do), after the program's validation accepts the result."""
+    path = _stack_path(stack, root)
+    project_doc = project_file(root)
+    project = project_doc["name"]
+    full = _secret_key(key, project)
+    text = _read_text(path)
+    before = _read_stack(text, path.name, project)
+    if full not in before.config:
+        _known_key(key, project, stack, "rm")  # a misspelling is an error; a known key not set: nothing to do
+        return None
+    crypter = None
+    if passphrase is not None and before.salt:
+        crypter, _ = _crypter_for(before, path.name, passphrase)
+    new_text = _edit(path, project, full, None)
+    note = _check_with_program(stack, root, new_text, path.name, project_doc, crypter, full.split(":", 1)[1])
+    _atomic_write(path, new_text)
+    return note
+
+
+def config_get(stack: str, key: str, passphrase: str | None, root: Path = ROOT) -> str:
+    """The value the program receives for ``key`` (the stack's, else Pulumi.yaml's default),
+    a secret decrypted with the passphrase; objects and lists as JSON."""
+    path = _stack_path(stack, root)
+    project_doc = project_file(root)
+    project = project_doc["name"]
+    full = _secret_key(key, project)
+    sd = _read_stack(_read_text(path), path.name, project)
+    defaults = _project_defaults(project_doc)
+    if full not in sd.config and full not in defaults:
+        if full.split(":", 1)[1] not in __import__("components.config_keys", fromlist=["KEYS"]).KEYS:
+            _known_key(key, project, stack, "get")
+        raise StackError(f"configuration key {full!r} not found for stack {stack!r}")
+    raw = sd.config.get(full, defaults.get(full))
+    crypter = None
+    if _contains_secure(raw):
+        if passphrase is None:
+            raise StackError(f"{full} is a secret: set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE to read it")
+        if not sd.salt:
+            raise StackError(f"{path.name} has no encryptionsalt; it was not made by the passphrase provider")
+        crypter, _ = _crypter_for(sd, path.name, passphrase)
+    single = _StackDoc(sd.salt, {full: raw}, sd.lines)
+    wire, _ = _wire_config(single, path.name, crypter, {})
+    value = wire[full]
+    if isinstance(raw, (dict, list)) and not _is_secure(raw):
+        value = json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"))
+    return value
+
+
+def _contains_secure(node: Any) -> bool:
+    if _is_secure(node):
+        return True
+    if isinstance(node, dict):
+        return any(_contains_secure(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_contains_secure(v) for v in node)
+    return False
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -438,13 +810,82 @@ def _read_secret(stdin: Any) -> str:
     return data.rstrip("\r\n")
 
 
-def _command(argv: list[str], stdin: Any) -> int:
+CONFIG_VERBS = ("init", "set", "get", "rm")
+
+
+def _config_command(argv: list[str], stdin: Any, stdout: Any, stderr: Any) -> int:
+    parser = argparse.ArgumentParser(prog="./dev config", description="the offline twin of `pulumi config`")
+    cli.add_debug_flag(parser)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    init = sub.add_parser("init", help="a new stack: Pulumi.<stack>.yaml with its encryptionsalt and airflow:instance")
+    init.add_argument("-s", "--stack", required=True)
+    st = sub.add_parser("set", help="set KEY to VALUE; --secret: the value from standard input or a no-echo prompt")
+    st.add_argument("-s", "--stack", required=True)
+    st.add_argument("--secret", action="store_true", help="encrypt it (the value never on the command line)")
+    st.add_argument("--plaintext", action="store_true", help="store it in plain text (the default)")
+    st.add_argument("key")
+    st.add_argument("value", nargs="?")
+    gt = sub.add_parser("get", help="print KEY's value (a secret decrypted with the passphrase)")
+    gt.add_argument("-s", "--stack", required=True)
+    gt.add_argument("key")
+    rm = sub.add_parser("rm", help="remove KEY")
+    rm.add_argument("-s", "--stack", required=True)
+    rm.add_argument("key")
+    args = parser.parse_args(argv)
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+
+    if args.verb == "init":
+        path = config_init(args.stack, _passphrase(), root=ROOT)
+        stderr.write(f"created {path.name}; next: the required secrets, e.g. "
+                     f"./dev config set --secret -s {args.stack} oidcClientSecret < file\n")
+        return 0
+    if args.verb == "get":
+        _stack_path(args.stack, ROOT)
+        secret = pp.passphrase_from_env()
+        if secret is not None:
+            cli.register_secrets([secret])
+        stdout.write(config_get(args.stack, args.key, secret, root=ROOT) + "\n")
+        return 0
+    _stack_path(args.stack, ROOT)  # an unknown stack before anything is read
+    passphrase = pp.passphrase_from_env()
+    if passphrase is not None:
+        cli.register_secrets([passphrase])
+    if args.verb == "rm":
+        note = config_rm(args.stack, args.key, passphrase, root=ROOT)
+    else:
+        if args.secret and args.plaintext:
+            raise cli.UsageError("./dev config set: --secret and --plaintext exclude each other")
+        if args.secret:
+            if args.value is not None:
+                # the value is already in this shell's history and the process list: refuse it all the same
+                raise StackError("a secret's value never goes on the command line: run "
+                                 f"./dev config set --secret -s {args.stack} {args.key} and give it on standard "
+                                 "input or at the prompt (nothing written)")
+            _known_key(args.key, project_file(ROOT)["name"], args.stack, "set")
+            passphrase = _passphrase()
+            value = _read_value(stdin, secret=True)
+            cli.register_secrets([value])  # no message of this process may show it
+        else:
+            value = args.value if args.value is not None else _read_value(stdin, secret=False)
+        note = config_set(args.stack, args.key, value, secret=args.secret, passphrase=passphrase, root=ROOT)
+    if note:
+        stderr.write(f"note: {cli.one_line(note)}\n")
+    return 0
+
+
+def _command(argv: list[str], stdin: Any, stdout: Any = None, stderr: Any = None) -> int:
+    if not argv or argv[0] in CONFIG_VERBS or (argv[0].startswith("-") and "set-secret" not in argv):
+        return _config_command(argv, stdin, stdout, stderr)
     parser = argparse.ArgumentParser(prog="python -m tools.stackconfig")
     cli.add_debug_flag(parser)
     sub = parser.add_subparsers(dest="cmd", required=True)
     ss = sub.add_parser("set-secret", help="encrypt stdin into KEY of a stack file")
     ss.add_argument("-s", "--stack", required=True)
     ss.add_argument("key")
+    for verb in CONFIG_VERBS:
+        sub.add_parser(verb, help=f"./dev config {verb} (see ./dev config --help)")
     args = parser.parse_args(argv)
     _stack_path(args.stack, ROOT)  # an unknown stack before anything is read
     secret = pp.passphrase_from_env()
@@ -456,11 +897,11 @@ def _command(argv: list[str], stdin: Any) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, stdin: Any = None, stderr: Any = None) -> int:
+def main(argv: list[str] | None = None, stdin: Any = None, stderr: Any = None, stdout: Any = None) -> int:
     """The command under the one guard of every command (tools/cli.py): an input problem is
     exit 2 and one line ``error: ...``; anything else a bug, exit 1 and one line (the
     traceback only with --debug)."""
-    return cli.run(lambda args: _command(args, stdin), argv, stderr=stderr)
+    return cli.run(lambda args: _command(args, stdin, stdout, stderr), argv, stderr=stderr)
 
 
 if __name__ == "__main__":
