@@ -71,7 +71,7 @@ IDENTITY = {
 # covered elsewhere: secrets (test_generated_secrets, test_remote_commands) and the
 # migration keys (test_migration_phases walks every phase pair); takeover only refuses to
 # generate a credential (test_takeover: moving pairs into config changes nothing else)
-ELSEWHERE = {"phase", "legacy", "takeover"}
+ELSEWHERE = {"phase", "legacy", "takeover", "allowPhaseChange"}  # allowPhaseChange: tests/test_phase_guard.py
 
 
 def test_every_non_secret_key_is_covered():

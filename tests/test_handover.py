@@ -60,6 +60,14 @@ def test_takeover_forces_ssa_ownership_on_every_kubernetes_object_and_only_then(
                 f"{reg.name}: no force outside a take-over"
 
 
-def test_takeover_puts_the_handover_first_in_the_manual_steps(taken_over):
-    steps = [s["step"] for s in taken_over.stack_outputs["manualSteps"]]
-    assert steps[:6] == [s["step"] for s in handover.steps(stack_cfg("search"))]
+def test_takeover_steps_come_in_order_around_the_first_up(taken_over):
+    # steps 1-4 end with the first `up`: last of the before-first-up group; 5-6 open after-up
+    out = taken_over.stack_outputs["manualSteps"]
+    names = [s["step"] for s in out]
+    handover_steps = [s["step"] for s in handover.steps(stack_cfg("search"))]
+    positions = [names.index(h) for h in handover_steps]
+    assert positions == sorted(positions), "the hand-over steps keep their order"
+    due = {s["step"]: s["due"] for s in out}
+    assert [due[h] for h in handover_steps] == ["before-first-up"] * 4 + ["after-up"] * 2
+    before = [s["step"] for s in out if s["due"] == "before-first-up"]
+    assert before[-4:] == handover_steps[:4], "the prerequisites come first, then take-over 1-4"

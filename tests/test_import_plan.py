@@ -270,7 +270,7 @@ def test_missing_pair_is_one_line_naming_the_key_and_imports_nothing(tmp_path):
     proc = run_import_cli(tmp_path, pairs)
     assert proc.returncode == 2 and not (tmp_path / "log.json").exists()
     assert proc.stderr.strip().count("\n") == 0 and "airflow:postgresqlS3SecretKey" in proc.stderr, proc.stderr
-    assert "pulumi config set --secret -s search postgresqlS3SecretKey" in proc.stderr
+    assert "`./dev config set --secret -s search postgresqlS3SecretKey` (CLI: `pulumi config set --secret -s search postgresqlS3SecretKey`)" in proc.stderr
 
 
 def test_import_needs_out():

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from components import handover
+from components.config_errors import set_fix
 from tools import mockrun
 from tools import passphrase as pp
 from tools.preview import COMMAND_TYPES, PROVIDER_PREFIX, RELEASE_TYPE, render
@@ -266,7 +267,7 @@ def _config_get(pulumi: str, stack: str, key: str) -> str:
     if proc.returncode != 0 or not value:
         reason = (proc.stderr.strip().splitlines() or ["empty"])[-1] if proc.returncode else "empty"
         raise cli.UsageError(f"airflow:{key}: `pulumi config get -s {stack}` failed ({reason}); "
-                             f"set it: pulumi config set --secret -s {stack} {key}")
+                             + set_fix(stack, key, secret=True))
     return value
 
 

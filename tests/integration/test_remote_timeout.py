@@ -5,7 +5,7 @@ remote/connection.go ``dialWithRetry``), so ``remote.wrap`` runs each script und
 ``timeout --kill-after``.  Here the exact command text the Command sends is run the way sshd
 runs an exec request (the login shell's ``-c``, stdin closed), once as is and once through
 ``sudo -n``, against the real generated scripts whose privileged tool hangs (a fake
-``kadmin.local`` / ``radosgw-admin`` earlier on PATH that ignores SIGTERM and starts a child).
+``kadmin.local`` / ``radosgw-admin`` / the sync's ``python3`` / ``puppet`` earlier on PATH that ignores SIGTERM and starts a child).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def scripts(tmp_path: Path) -> dict[str, tuple[str, str]]:
     return {
         "kadmin.local": (kerberos.keytab_script("WIKIMEDIA", principals), ""),
         "radosgw-admin": (rgw_user.rgw_user_script("airflow-search", "airflow-search"), KEYS),
-        "s3cmd": (sync, KEYS),
+        # the log sync's uploader is one python3 process (s3cmd only for files above 5 GiB)
+        "python3": (sync, KEYS),
         "puppet": (log_migration.stop_legacy_script("search"), ""),
     }
 
@@ -66,7 +67,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("use_sudo", [False, True], ids=["plain", "sudo"])
-@pytest.mark.parametrize("tool", ["kadmin.local", "radosgw-admin", "s3cmd", "puppet"])
+@pytest.mark.parametrize("tool", ["kadmin.local", "radosgw-admin", "python3", "puppet"])
 def test_a_hung_remote_tool_is_killed_with_its_children_and_the_step_fails_with_one_line(tmp_path, tool, use_sudo):
     if use_sudo and shutil.which("sudo") is None:
         pytest.fail("sudo is required (tools/system-packages.sh installs it)")
