@@ -656,6 +656,9 @@ on_signal() {
     printf '%s: interrupted; stopping the upload (a re-run resumes)\n' "$0" >&2
     if [[ -n $worker ]]; then
         kill -TERM "$worker" 2>/dev/null || true
+        # bounded: a worker that ignores the TERM is KILLed after 2 s, never waited for forever
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$worker" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$worker" 2>/dev/null || true
         wait "$worker" 2>/dev/null || true
     fi
     reap_step

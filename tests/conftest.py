@@ -121,6 +121,13 @@ def _which_test(request):
     _current_test["fixtures"] = ()
 
 
+# Modules that write a stack file into the repository (test_secret_leaks: Pulumi.leaktest.yaml)
+# or list its stacks while running (`--all`, loops over stackconfig.stacks()): one worker runs
+# them in turn, so none sees another's throwaway stack, and two workers never share that file.
+REPO_ROOT_MODULES = {"test_secret_leaks.py", "test_preview.py", "test_import_plan.py", "test_preview_diff.py",
+                     "test_rollout.py"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """tests/integration start real services (free ports, private directories, but timing
@@ -128,6 +135,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.is_relative_to(config.rootpath / "tests" / "integration"):
             item.add_marker(pytest.mark.xdist_group("integration"))
+        elif item.path.name in REPO_ROOT_MODULES:
+            item.add_marker(pytest.mark.xdist_group("repo-root"))
 
 
 @pytest.fixture(autouse=True)
