@@ -122,8 +122,9 @@ def _which_test(request):
 
 
 # Modules that write a stack file into the repository (test_secret_leaks: Pulumi.leaktest.yaml)
-# or list its stacks while running (`--all`, loops over stackconfig.stacks()): one worker runs
-# them in turn, so none sees another's throwaway stack, and two workers never share that file.
+# or list its stacks while running (`--all`, loops over stackconfig.stacks()): ./dev test runs
+# them after the parallel pass, in one process (under xdist the throwaway stack vanished while
+# the other worker ran, a race not yet pinned down; serially it never does).
 REPO_ROOT_MODULES = {"test_secret_leaks.py", "test_preview.py", "test_import_plan.py", "test_preview_diff.py",
                      "test_rollout.py"}
 
@@ -136,7 +137,7 @@ def pytest_collection_modifyitems(config, items):
         if item.path.is_relative_to(config.rootpath / "tests" / "integration"):
             item.add_marker(pytest.mark.xdist_group("integration"))
         elif item.path.name in REPO_ROOT_MODULES:
-            item.add_marker(pytest.mark.xdist_group("repo-root"))
+            item.add_marker(pytest.mark.repo_root)
 
 
 @pytest.fixture(autouse=True)
