@@ -260,6 +260,7 @@ unset PGPASSWORD PGSERVICE PGSERVICEFILE PGHOSTADDR PGOPTIONS PGREQUIRESSL PGTAR
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-10}" PGAPPNAME=airflow-db-verify
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/db-verify.XXXXXXXX")"
+# shellcheck disable=SC2317  # invoked by the EXIT trap below (shellcheck cannot follow traps)
 cleanup() {
     # interrupted (Job deleted, Ctrl-C): SIGINT makes psql cancel its running query on the
     # server too, so no checksum scan keeps running on the legacy database
@@ -347,7 +348,7 @@ source_pid=$!
 (on target -f "$workdir/checksum.sql") > "$workdir/target.out" 2> "$workdir/target.err" < /dev/null &
 target_pid=$!
 # the monitor: its sleep holds no stdout/stderr, so nothing waits on it once it is killed
-( while sleep "$PROGRESS_SECONDS" < /dev/null > /dev/null 2>&1; do progress; done ) &
+( while sleep "$PROGRESS_SECONDS" > /dev/null 2>&1; do progress; done ) &
 monitor_pid=$!
 source_rc=0; wait "$source_pid" || source_rc=$?
 target_rc=0; wait "$target_pid" || target_rc=$?

@@ -6,6 +6,7 @@ umask 077
 # waiting when its child is gone), so every TERM handler first KILLs the rest of the group.
 # (A privileged tool runs under sudo, which relays the TERM to it; sudo's own
 # command_timeout, set by the documented sudoers rules, bounds it if it ignores the TERM.)
+# shellcheck disable=SC2317  # invoked by the traps (shellcheck cannot follow them)
 reap_step() {
     local group
     local -a pids
