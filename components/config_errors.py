@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pulumi
 
 PROJECT = "airflow"
@@ -31,7 +33,7 @@ def current_stack() -> str:
 
 
 def config_command(verb: str, stack: str, key: str, *, value: str | None = None, secret: bool = False,
-                   stdin: str | None = None) -> str:
+                   stdin: str | None = None, path: bool = False) -> str:
     """The command that fixes ``key`` of ``stack``, in both spellings, each in backquotes:
 
         `./dev config set --secret -s search oidcClientSecret` (CLI: `pulumi config set --secret -s search oidcClientSecret`)
@@ -45,6 +47,11 @@ def config_command(verb: str, stack: str, key: str, *, value: str | None = None,
     words = [verb]
     if secret and verb == "set":
         words.append("--secret")
+    if path:  # KEY is a path into a list or object, e.g. imageHistory[2] (quoted: [] are shell globs)
+        if secret or verb != "set":
+            raise ValueError("--path is for setting one element of a plain list or object")
+        words.append("--path")
+        key = shlex.quote(key)
     words += ["-s", stack, key]
     if value is not None:
         words.append(value)

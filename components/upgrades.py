@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT, ConfigError, InstanceConfig
+from components.config_errors import config_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +87,7 @@ def _refuse(cfg: InstanceConfig, key: str, version: str, root: Path) -> ConfigEr
             f"{version} is the project default, which the canary stack {canary} no longer runs (it overrides "
             f"{key} with {now}) and its {history} does not list",
             f"if {canary} ran it before, record it: add the line `    - {version}` under `{PROJECT}:{history}:` in "
-            f"Pulumi.{canary}.yaml (`pulumi config set --path -s {canary} '{history}[{index}]' {version}`); "
+            f"Pulumi.{canary}.yaml ({config_command('set', canary, f'{history}[{index}]', value=version, path=True)}); "
             f"if not, deploy it to {canary} first",
         )
     fix = ("deploy it to {c} first (override {k} there), then to the other stacks" if key == "imageVersion"

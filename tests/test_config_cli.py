@@ -350,3 +350,40 @@ def test_no_config_hint_is_spelled_by_hand():
         found = re.findall(r"(?:pulumi|\./dev) config (?:set|rm|get)[^\n]*", path.read_text())
         code_lines = [f for f in found if not f.lstrip().startswith("#")]
         assert not [f for f in code_lines if '"' in f or "'" in f], f"{path.name}: {code_lines}"
+
+
+# --- set --path: one element of a plain list or object, as `pulumi config set --path` ---
+
+def test_set_path_appends_one_history_line_and_keeps_the_others(root):
+    before = text(root, "test-k8s")
+    assert "  airflow:chartHistory:\n" in before, "the canary's file has a chart history to append to"
+    rc, _, err = dev_config("set", "--path", "-s", "test-k8s", "chartHistory[2]", "0.0.150")
+    assert rc == 0, err
+    after = text(root, "test-k8s")
+    assert after.count("\n") == before.count("\n") + 1 and "    - 0.0.150\n" in after, after
+    rc, out, err = dev_config("get", "-s", "test-k8s", "chartHistory")
+    assert rc == 0 and out.strip().endswith('"0.0.150"]'), (out, err)
+
+
+def test_set_path_sets_one_field_of_an_object(root):
+    rc, _, err = dev_config("set", "--path", "-s", "search", "legacy.logsDir", "/srv/airflow-search/logs2")
+    assert rc == 0, err
+    rc, out, _ = dev_config("get", "-s", "search", "legacy")
+    assert '"logsDir":"/srv/airflow-search/logs2"' in out and '"host":' in out, out
+
+
+@pytest.mark.parametrize("argv, says", [
+    (("chartHistory[9]", "0.0.150"), "past the end"),
+    (("chartHistory.x", "0.0.150"), "not an object"),
+    (("chartHistory[x]", "0.0.150"), "cannot read the path"),
+    (("imageVersion[0]", "x"), "single value"),
+    (("chartHistry[0]", "x"), "unknown config key"),
+])
+def test_set_path_refuses_what_it_cannot_do_and_writes_nothing(root, argv, says):
+    message = refused(root, "test-k8s", "set", "--path", "-s", "test-k8s", *argv)
+    assert says in message, message
+
+
+def test_set_path_never_takes_a_secret(root):
+    message = refused(root, "search", "set", "--secret", "--path", "-s", "search", "legacy.host", stdin=b"x\n")
+    assert "--path" in message, message

@@ -1,6 +1,8 @@
 """Upgrades are version bumps in config; the canary takes every version first."""
 
 import dataclasses
+import shlex
+import re
 import shutil
 
 import pytest
@@ -133,7 +135,8 @@ def test_when_the_canary_moves_on_the_refusal_names_the_exact_history_line(proje
         f"airflow:imageVersion: {old} is the project default, which the canary stack test-k8s no longer runs "
         f"(it overrides imageVersion with {NEW_IMAGE}) and its imageHistory does not list; "
         f"if test-k8s ran it before, record it: add the line `    - {old}` under `airflow:imageHistory:` in "
-        f"Pulumi.test-k8s.yaml (`pulumi config set --path -s test-k8s 'imageHistory[0]' {old}`); "
+        f"Pulumi.test-k8s.yaml (`./dev config set --path -s test-k8s 'imageHistory[0]' {old}` "
+        f"(CLI: `pulumi config set --path -s test-k8s 'imageHistory[0]' {old}`)); "
         "if not, deploy it to test-k8s first"
     )
 
@@ -146,6 +149,25 @@ def test_the_named_line_is_the_fix(project_copy):
         f"  airflow:imageVersion: {NEW_IMAGE}\n",
         f"  airflow:imageVersion: {NEW_IMAGE}\n  airflow:imageHistory:\n    - {old}\n", 1))
     upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)  # no error
+
+
+def test_the_offline_command_in_the_refusal_is_the_fix(project_copy):
+    """`./dev config set --path` as the message spells it, run on the canary's file: accepted after."""
+    from tools import stackconfig
+    from tests.conftest import EXAMPLE_PASSPHRASE
+
+    old = load_cfg("search").image_version
+    earlier = NEW_IMAGE.replace("a" * 40, "c" * 40)
+    canary = _canary_moved_to(project_copy, NEW_IMAGE, history=[earlier])
+    with pytest.raises(ConfigError) as refused:
+        upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)
+    offline = re.search(r"`(\./dev config set --path [^`]*)`", str(refused.value)).group(1)
+    argv = shlex.split(offline)[2:]  # set --path -s test-k8s 'imageHistory[1]' <old>
+    assert argv[:4] == ["set", "--path", "-s", "test-k8s"], offline
+    stackconfig.config_set_path(argv[3], argv[4], argv[5], passphrase=EXAMPLE_PASSPHRASE, root=project_copy)
+    text = canary.read_text()
+    assert f"    - {earlier}\n    - {old}\n" in text, f"the history line was not appended:\n{text}"
+    upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)  # no error now
 
 
 def test_the_cli_index_appends_after_the_existing_history(project_copy):
@@ -174,4 +196,4 @@ def test_a_chart_the_canary_moved_from_gets_the_chart_history_line(project_copy)
     with pytest.raises(ConfigError) as refused:
         upgrades.check_canary_rule(load_cfg("search"), "search", root=project_copy)
     assert str(refused.value).startswith(f"airflow:airflowChartVersion: {default} is the project default, which the canary")
-    assert f"`pulumi config set --path -s test-k8s 'chartHistory[2]' {default}`" in str(refused.value)
+    assert f"`./dev config set --path -s test-k8s 'chartHistory[2]' {default}` (CLI: `pulumi config set --path -s test-k8s 'chartHistory[2]' {default}`)" in str(refused.value)

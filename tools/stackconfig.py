@@ -448,8 +448,24 @@ def _splice(text: str, doc: _StackDoc, full: str, entry: list[str] | None, keep_
     if keep_head:
         start = key_index
     indent = " " * _indent_of(lines[key_index])
+    if entry is not None:
+        entry = _like_dashes(entry, [ln[len(indent):] for ln in lines[key_index:end]])
     new = [indent + ln for ln in entry] if entry is not None else []
     return "\n".join(lines[:start] + new + lines[end:])
+
+
+def _like_dashes(entry: list[str], old: list[str]) -> list[str]:
+    """``entry`` with its top-level list items at the indentation ``old`` gave them (a file may
+    mix `- x` under its key and `  - x`; the CLI keeps what is there, and so does this)."""
+    def first_dash(block: list[str]) -> int | None:
+        return next((_indent_of(ln) for ln in block[1:] if ln.lstrip(" ").startswith("- ")), None)
+
+    was, now = first_dash(old), first_dash(entry)
+    if was is None or now is None or was == now or not all(
+            _indent_of(ln) >= now for ln in entry[1:] if ln.strip()):
+        return entry
+    shift = was - now
+    return [entry[0]] + [(" " * (_indent_of(ln) + shift) + ln.lstrip(" ")) if ln.strip() else ln for ln in entry[1:]]
 
 
 def _render_entry(y: Any, full: str, node: Any) -> list[str]:
@@ -701,6 +717,72 @@ def config_init(stack: str, passphrase: str, root: Path = ROOT) -> Path:
     return path
 
 
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[([0-9]{1,6})\]")
+
+
+def parse_path(path: str) -> tuple[str, list[str | int]]:
+    """``imageHistory[2]`` or ``legacy.host``: the top key, then field names and list indexes
+    (the subset of `pulumi config set --path` syntax the stack files need)."""
+    top = re.match(r"[A-Za-z_][A-Za-z0-9_:-]*", path)
+    if not top:
+        raise StackError(f"{path!r}: not a config path (KEY, KEY.field or KEY[index]) (nothing written)")
+    parts: list[str | int] = []
+    pos = top.end()
+    while pos < len(path):
+        m = _PATH_PART.match(path, pos)
+        if not m:
+            raise StackError(f"{path!r}: cannot read the path at {path[pos:]!r} (use KEY.field or KEY[index]) (nothing written)")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    return top.group(0), parts
+
+
+def _set_in(node: Any, parts: list[str | int], value: Any, path: str) -> Any:
+    """``node`` with ``value`` at ``parts``; an index one past the end appends, as the CLI does."""
+    if not parts:
+        return value
+    head, rest = parts[0], parts[1:]
+    if isinstance(head, int):
+        items = list(node) if isinstance(node, list) else [] if node is None else None
+        if items is None:
+            raise StackError(f"{path}: [{head}] indexes a value that is not a list (nothing written)")
+        if head > len(items):
+            raise StackError(f"{path}: index {head} is past the end of a list of {len(items)} (use [{len(items)}] to "
+                             "append) (nothing written)")
+        if head == len(items):
+            items.append(_set_in(None, rest, value, path))
+        else:
+            items[head] = _set_in(items[head], rest, value, path)
+        return items
+    fields = dict(node) if isinstance(node, dict) else {} if node is None else None
+    if fields is None:
+        raise StackError(f"{path}: .{head} names a field of a value that is not an object (nothing written)")
+    fields[head] = _set_in(fields.get(head), rest, value, path)
+    return fields
+
+
+def config_set_path(stack: str, path_text: str, value: str, *, passphrase: str | None, root: Path = ROOT) -> str | None:
+    """`pulumi config set --path`: one element of a plain list or object key, the rest kept.
+    Like the CLI, it starts from the stack file's value (not Pulumi.yaml's default)."""
+    from components.config_keys import KEYS
+
+    key, parts = parse_path(path_text)
+    path = _stack_path(stack, root)
+    project = project_file(root)["name"]
+    full, short = _known_key(key, project, stack, "set")
+    if not parts:
+        return config_set(stack, key, value, secret=False, passphrase=passphrase, root=root)
+    if KEYS[short].secret:
+        raise StackError(f"{full} is a secret: set it whole with --secret (nothing written)")
+    if KEYS[short].kind not in ("list", "object"):
+        raise StackError(f"{full} is a single value, not a list or object: set it without --path (nothing written)")
+    current = _read_stack(_read_text(path), path.name, project).config.get(full)
+    if _contains_secure(current):
+        raise StackError(f"{full} holds a secret: set it whole (nothing written)")
+    new = _set_in(_plain(current) if current is not None else None, parts, value, path_text)
+    return config_set(stack, key, json.dumps(new), secret=False, passphrase=passphrase, root=root)
+
+
 def config_set(stack: str, key: str, value: str, *, secret: bool, passphrase: str | None,
                root: Path = ROOT) -> str | None:
     """Set ``key`` (plain, or encrypted with ``secret``) as `pulumi config set` does, after the
@@ -823,6 +905,7 @@ def _config_command(argv: list[str], stdin: Any, stdout: Any, stderr: Any) -> in
     st.add_argument("-s", "--stack", required=True)
     st.add_argument("--secret", action="store_true", help="encrypt it (the value never on the command line)")
     st.add_argument("--plaintext", action="store_true", help="store it in plain text (the default)")
+    st.add_argument("--path", action="store_true", help="KEY is a path into a list or object: imageHistory[2], legacy.host")
     st.add_argument("key")
     st.add_argument("value", nargs="?")
     gt = sub.add_parser("get", help="print KEY's value (a secret decrypted with the passphrase)")
@@ -857,6 +940,8 @@ def _config_command(argv: list[str], stdin: Any, stdout: Any, stderr: Any) -> in
     else:
         if args.secret and args.plaintext:
             raise cli.UsageError("./dev config set: --secret and --plaintext exclude each other")
+        if args.secret and args.path:
+            raise cli.UsageError("./dev config set: --path edits plain lists and objects; set a secret whole with --secret")
         if args.secret:
             if args.value is not None:
                 # the value is already in this shell's history and the process list: refuse it all the same
@@ -867,9 +952,13 @@ def _config_command(argv: list[str], stdin: Any, stdout: Any, stderr: Any) -> in
             passphrase = _passphrase()
             value = _read_value(stdin, secret=True)
             cli.register_secrets([value])  # no message of this process may show it
+        elif args.path:
+            value = args.value if args.value is not None else _read_value(stdin, secret=False)
+            note = config_set_path(args.stack, args.key, value, passphrase=passphrase, root=ROOT)
         else:
             value = args.value if args.value is not None else _read_value(stdin, secret=False)
-        note = config_set(args.stack, args.key, value, secret=args.secret, passphrase=passphrase, root=ROOT)
+        if not args.path or args.secret:
+            note = config_set(args.stack, args.key, value, secret=args.secret, passphrase=passphrase, root=ROOT)
     if note:
         stderr.write(f"note: {cli.one_line(note)}\n")
     return 0
