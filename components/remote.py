@@ -76,14 +76,18 @@ KILL_AFTER_SECONDS = 30  # after the TERM, what a step gets to clean up before K
 TIMED_OUT = (124, 137)  # GNU timeout: the command timed out (TERM), or had to be KILLed
 
 
-def wrap(script: str, use_sudo: bool, name: str, timeout_seconds: int,
+def wrap(script: str, use_sudo: bool = False, name: str = "", timeout_seconds: int = 0,
          kill_after_seconds: int = KILL_AFTER_SECONDS) -> str:
     """The command line the Command runs for ``script`` (which itself is run verbatim).
 
     Always bash (the scripts use bash features; the remote login shell may be another), and
     ``$0`` is the step's name so diagnostics say which step failed.  The line itself is POSIX
     sh (it is what the login shell runs): a timed-out step ends with one line on stderr.
+    ``use_sudo`` (whole script through sudo) is going away: scripts call their privileged tools
+    through sudo themselves (remote.script), never a shell.
     """
+    if not name or timeout_seconds <= 0:
+        raise ValueError("wrap needs the step's name and a positive timeout")
     bounded = (f"timeout --kill-after={kill_after_seconds}s {timeout_seconds}s "
                f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}")
     line = f"sudo -n {bounded}" if use_sudo else bounded
@@ -92,7 +96,11 @@ def wrap(script: str, use_sudo: bool, name: str, timeout_seconds: int,
     killed = shlex.quote(f"{name}: killed with SIGKILL on the remote host: it ignored the TERM of its "
                          f"{timeout_seconds} s time limit for {kill_after_seconds} s, or something else "
                          f"(the OOM killer?) killed it")
-    return (f"{line}; rc=$?; "
+    # The login shell reports a job killed by a signal on ITS stderr ("bash: line 1: PID Killed
+    # timeout ... /bin/bash -c '<the whole script>'", dash: "Killed"), which would put the script
+    # in the Command's log and error text: its stderr goes to /dev/null around the step, the
+    # step's own stderr to the saved one (fd 3), and it is restored for the one-line reason.
+    return (f"exec 3>&2 2>/dev/null; {line} 2>&3 3>&-; rc=$?; exec 2>&3 3>&-; "
             f"if [ \"$rc\" -eq {TIMED_OUT[0]} ]; then printf '%s\\n' {timed_out} >&2; "
             f"elif [ \"$rc\" -eq {TIMED_OUT[1]} ]; then printf '%s\\n' {killed} >&2; fi; exit \"$rc\"")
 
