@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from components import handover, kerberos, rgw_user
+from components import handover, host_access, kerberos, rgw_user
 from components.config import InstanceConfig
 from components.config_keys import PHASES
 from components.namespace import ADMIN_NG_STEP, admin_ng_entry
@@ -32,7 +32,7 @@ AFTER_UP = "after-up"
 RETIREMENT = "retirement"
 DUE_ORDER: tuple[str, ...] = (BEFORE_FIRST_UP, AFTER_UP, *(f"phase:{p}" for p in PHASES), RETIREMENT)
 DUE_HEADINGS: dict[str, str] = {
-    BEFORE_FIRST_UP: "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret)",
+    BEFORE_FIRST_UP: "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret, the SSH user's sudo rules)",
     AFTER_UP: "After `pulumi up` (once the instance runs)",
     **{f"phase:{p}": f"At migration phase {p} (around its `pulumi up`)" for p in PHASES},
     RETIREMENT: "At retirement (only when the instance is retired for good)",
@@ -156,6 +156,8 @@ def manual_steps(cfg: InstanceConfig) -> list[dict[str, str]]:
     takeover = handover.steps(cfg) if cfg.takeover else []
     tagged = (
         _due(BEFORE_FIRST_UP, before)
+        # the SSH user's sudo rules on each host the remote steps run on (components/host_access.py)
+        + _due(BEFORE_FIRST_UP, host_access.manual_steps(cfg))
         + [s for s in takeover if s["due"] == BEFORE_FIRST_UP]
         + [s for s in takeover if s["due"] == AFTER_UP]
         + _due(AFTER_UP, later)

@@ -5,7 +5,7 @@ import yaml
 
 from tests.conftest import rendered, stack_cfg, stack_config
 
-BEFORE_FIRST_UP = [
+PREREQUISITES = [
     "Kubernetes read and deploy users",
     "admin_ng namespace entry (namespace, labels, deploy ClusterRole, TLS certificate SANs)",
     "ceph-csi rbd tenant namespace (CNPG volumes, ceph-rbd-ssd)",
@@ -19,6 +19,11 @@ AFTER_UP = [
     "ATS redirect from the public name to the Kubernetes ingress",
     "Out-of-band backup of the PostgreSQL bucket",
 ]
+SUDO_RULES = [  # components/host_access.py: the SSH user's sudoers rules, one step per host
+    "sudo rules for pulumi-airflow on the RGW admin host cephosd1001.eqiad.wmnet",
+    "sudo rules for pulumi-airflow on the KDC krb1001.eqiad.wmnet",
+]
+BEFORE_FIRST_UP = PREREQUISITES + SUDO_RULES
 EXPECTED_STEPS = BEFORE_FIRST_UP + AFTER_UP
 
 
@@ -141,7 +146,14 @@ def test_every_step_of_every_phase_is_due_at_a_known_time_and_listed_in_due_orde
     ranks = [manual_steps.DUE_ORDER.index(s["due"]) for s in out]
     assert ranks == sorted(ranks), [s["due"] for s in out]
     # the prerequisites of the first up lead, whatever the phase
-    assert [s["step"] for s in out[:6]] == BEFORE_FIRST_UP and {s["due"] for s in out[:6]} == {"before-first-up"}
+    first = [s["step"] for s in out if s["due"] == "before-first-up"]
+    assert out[:len(first)] == [s for s in out if s["due"] == "before-first-up"]
+    assert first[:6] == PREREQUISITES, first
+    # then the SSH user's sudo rules on each host this phase runs steps on (the legacy VM too, while migrating)
+    hosts = [name.split(" on the ", 1)[1] for name in first[6:]]
+    assert all(name.startswith("sudo rules for pulumi-airflow on the ") for name in first[6:]), first
+    assert hosts == ["RGW admin host cephosd1001.eqiad.wmnet", "KDC krb1001.eqiad.wmnet"] + (
+        [] if phase == "complete" else ["legacy Airflow VM an-airflow1005.eqiad.wmnet"]), hosts
     # a phase's own steps are tagged with that phase and no other phase's steps appear
     legacy = [s for s in out if s["due"].startswith("phase:")]
     assert legacy and {s["due"] for s in legacy} == {f"phase:{phase}"} if phase != "database" else not legacy
@@ -162,22 +174,43 @@ def test_a_takeover_does_its_handover_around_the_first_up():
     names = [s["step"] for s in out]
     handover_names = [s["step"] for s in handover.steps(stack_cfg("search"))]
     # prerequisites (a running instance has met them: checks), then take-over 1-4 ending with the first up
-    assert names[:10] == BEFORE_FIRST_UP + handover_names[:4]
+    n = len(BEFORE_FIRST_UP)
+    assert names[:n + 4] == BEFORE_FIRST_UP + handover_names[:4]
     # 5-6 (end the take-over, retire the helmfile dirs) lead what is due after the up
-    assert names[10:12] == handover_names[4:] and [s["due"] for s in out[10:12]] == ["after-up", "after-up"]
-    assert names[12:16] == AFTER_UP
+    assert names[n + 4:n + 6] == handover_names[4:] and [s["due"] for s in out[n + 4:n + 6]] == ["after-up", "after-up"]
+    assert names[n + 6:n + 10] == AFTER_UP
 
 
 def test_the_preview_text_groups_the_steps_under_their_headings_in_due_order():
     out = rendered("search").stack_outputs["manualSteps"]
-    text = manual_steps.render_text(out[10:] + out[:10])  # the later groups first: render_text sorts
+    n = len(EXPECTED_STEPS)
+    text = manual_steps.render_text(out[n:] + out[:n])  # the later groups first: render_text sorts
     headings = [line for line in text.splitlines() if not line[:1].isdigit() and not line.startswith(" ")]
     assert headings == [
-        "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret):",
+        "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret, the SSH user's sudo rules):",
         "After `pulumi up` (once the instance runs):",
         "At migration phase complete (around its `pulumi up`):",
         "At retirement (only when the instance is retired for good):",
     ]
     numbered = [line.split(". ", 1)[1] for line in text.splitlines() if line[:1].isdigit()]
-    assert numbered[:10] == EXPECTED_STEPS  # numbered through, in due order
-    assert text.index("After `pulumi up`") < text.index("7. DNS records") < text.index("At migration phase complete")
+    assert numbered[:n] == EXPECTED_STEPS  # numbered through, in due order
+    first_after = f"{len(BEFORE_FIRST_UP) + 1}. DNS records"
+    assert text.index("After `pulumi up`") < text.index(first_after) < text.index("At migration phase complete")
+
+
+# --- the SSH user's sudo rules (issue 14) ---
+
+def test_each_remote_host_gets_its_sudo_rules_step_with_the_exact_rendered_file():
+    from components import host_access, sudoers
+
+    cfg = stack_cfg("search")
+    out = steps("search")
+    accesses = host_access.hosts(cfg)
+    assert [a.kind for a in accesses] == ["RGW admin host", "KDC"], "search (complete) runs steps on the RGW admin host and the KDC"
+    for access in accesses:
+        step = out[f"sudo rules for {cfg.ssh_user} on the {access.kind} {access.host}"]
+        assert step["due"] == "before-first-up", step["step"]
+        assert step["key"] == f"/etc/sudoers.d/{access.rules.file_name}", step["step"]
+        assert step["snippet"].startswith(sudoers.render(access.rules)), f"{step['step']}: not the rendered rules"
+        assert "NOPASSWD" in step["snippet"] and "ALL = (root) NOPASSWD: ALL" not in step["snippet"], step["step"]
+

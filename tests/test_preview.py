@@ -40,7 +40,7 @@ def test_preview_prints_the_tree_with_options():
     assert "+ kubernetes:postgresql.cnpg.io/v1:Cluster search-postgresql-cluster  [provider=search-k8s-deploy; protect; ignoreChanges=spec.bootstrap;" in out
     assert "+ command:remote:Command search-kerberos-keytab  [provider=search-command; protect; deleteBeforeReplace; secretOutputs=stdout,stderr,connection; dependsOn=search-namespace;" in out
     assert "Manual steps (systems this program cannot reach), grouped by when they are due:\n" \
-           "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret):\n" \
+           "Before the first `pulumi up` (it needs them: the deploy kubeconfig, the namespace, the OIDC secret, the SSH user's sudo rules):\n" \
            "1. Kubernetes read and deploy users\n" in out
     assert out.index("After `pulumi up`") < out.index("At migration phase complete") < out.index("At retirement")
     # the phase guard's read, as the offline model answers it (search is a migrated instance at complete)
