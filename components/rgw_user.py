@@ -5,137 +5,129 @@ Here the program supplies the keys (pulumi-random, ``generated_secrets.s3_key_pa
 re-run converges on the same pair: radosgw-admin ADDS a generated key to the user's keyring on
 every ``key create``, it never replaces one.
 
+The script (components/scripts/rgw_user.sh) runs as the SSH user.  Only radosgw-admin runs as
+root, always through the small program components/scripts/rgw_admin.py
+(``sudo -n /usr/bin/python3 -I -c CODE /usr/bin/radosgw-admin WORDS...``), and the host's
+sudoers rules (:func:`sudoers_rules`) list every such command line exactly, CODE included:
+``user info --uid=U``, ``user create --uid=U --display-name=D`` and ``key create --uid=U
+--key-type=s3``, for the instance's two users U.  Nothing else, no shell, no environment.
+
 How the keys reach radosgw-admin without a command line: the script reads them from stdin
-(two lines: access key, then secret key) and hands them over in the ``CEPH_ARGS`` environment
-variable of the one radosgw-admin process that needs them; every Ceph tool appends
-``CEPH_ARGS`` to its arguments (``env_to_vec``).  /proc/PID/cmdline is world-readable, while
-/proc/PID/environ is readable only by the process owner (root here).  Checked on Ceph 16.2.15
-(tests/integration/test_rgw.py polls every process's argv while the script runs).
+(two lines: access key, then secret key) and writes them to rgw_admin.py's stdin (a bash
+here-string), which checks their shape and hands them to the one radosgw-admin process that
+needs them in a ``CEPH_ARGS`` it builds itself: radosgw-admin reads keys only from its
+arguments, and every Ceph tool adds ``CEPH_ARGS`` to its arguments (``env_to_vec``).
+/proc/PID/cmdline is world-readable, while /proc/PID/environ is readable only by the process
+owner (root here; the script's own bash holds the keys only in its memory, never in its
+environment).
+
+Why not ``sudo radosgw-admin ...`` with ``Defaults!ALIAS env_keep += "CEPH_ARGS"``, the obvious
+rule: CEPH_ARGS would then be the caller's, and it adds any option the rule's argv does not
+give.  Checked on Ceph 16.2.15: an option given in both places takes the argv's value (CEPH_ARGS
+options come first, the last one wins), so ``--uid`` cannot be overridden, but
+``--caps=users=*;buckets=*``, ``--admin`` and ``--system`` on ``user create`` make an RGW
+administrator, ``user info`` without ``--uid`` plus ``CEPH_ARGS=--uid=<anyone>`` prints anyone's
+secret keys, ``--log-file=<any path>`` creates a root-owned file anywhere, and ``CEPH_ARGS='-- rm'``
+turns ``radosgw-admin user --uid=U`` into ``user rm``.  An env_keep entry pins a value only
+exactly or with ``*`` wildcards (sudoers(5)), and ``*`` matches `` --caps=...`` too.  So the
+caller gives the keys on stdin and nothing else.
 
 radosgw-admin facts the script relies on (all checked against the real tool, Ceph 16.2.15):
 
 * ``user info --uid`` exits 22 for an unknown user; its JSON holds every secret key.
 * ``key create --key-type=s3`` with a given access key that the user already has replaces that
   key's secret in place (no second pair); with a new access key it adds a pair.
-* ``key create --uid=A`` with an access key owned by ANOTHER user B silently rewrites B's secret
-  (exit 0): the script looks the access key up first (``user info`` with the key in CEPH_ARGS;
-  exit 13 "Permission denied" means no user has it) and refuses to touch another user's key.
+* ``key create --uid=A`` with an access key owned by ANOTHER user B: exit 241 ("existing S3 key
+  in RGW system") when A exists; when A does NOT exist radosgw-admin finds the user by the
+  access key and silently rewrites B's secret (exit 0).  The script calls key create only for a
+  user it has just found, and rgw_admin.py refuses key create for a uid ``user info`` does not
+  find (a caller of the sudo rule skips the script).
 * ``user create`` with an access key owned by another user fails (exit 241, "duplicate key").
+
+Stopping (sudo 1.9.13, checked in tests/integration/test_rgw_over_ssh.py): sudo relays the TERM of
+the step's ``timeout`` to its command, but the unprivileged step cannot signal a root process,
+and a sudo that is KILLed (``timeout --kill-after``, the header's ``reap_step``) leaves its root
+command running, reparented, with sudo's ``command_timeout`` gone with it.  rgw_admin.py
+therefore runs radosgw-admin in a process group of its own and KILLs it on TERM, HUP or INT
+and when its parent sudo dies (PR_SET_PDEATHSIG).  ``command_timeout`` (the step's time limit)
+remains as a bound of its own: sudo sends HUP and TERM, then KILL 2 s later.
+
+The rules pin rgw_admin.py's code: a change to components/scripts/rgw_admin.py (or a tool
+path) changes the rules, which must be on the host before the next ``pulumi up`` (else sudo
+refuses and the step fails, changing nothing).
+
+Residual risk, what the SSH user can do on the RGW admin host with these rules: read the keys of
+the instance's two RGW users (``user info``), create them, add key pairs of its choosing to them
+or change the secret of their own access keys; run rgw_admin.py, whose code sudo fixes, with
+any stdin (it reads at most 600 bytes and accepts only the two key lines).  Not: another uid,
+another subcommand or option, a change to another user's key, a file, a shell.  Between
+rgw_admin.py's ``user info`` check and its ``key create`` the user could be deleted by someone
+else (then the key create acts on the key's owner); only an RGW administrator can delete it.
+sudo matches a rule's arguments joined by single spaces, so a caller may split them differently:
+no argument of these rules holds a space (:func:`sudoers_rules` refuses a uid or display name
+with one), so only ``-I -c`` can be merged into one word, which python3 refuses.
 """
 
 from __future__ import annotations
 
+import ast
+import base64
+import re
 import shlex
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pulumi
 import pulumi_command as command
 
-from components import remote
+from components import remote, sudoers
 
-USER_SCRIPT = r"""
-uid={uid}
-display_name={display_name}
 
-fail() {{ printf '%s: %s\n' "$0" "$*" >&2; exit 1; }}
+@dataclass(frozen=True)
+class RgwTools:
+    """Absolute paths of what the script runs as root (sudo's secure_path and the SSH PATH differ).
+    Production: Debian's ceph packages and python3.  Tests pass stand-ins."""
+    radosgw_admin: str = "/usr/bin/radosgw-admin"
+    python3: str = "/usr/bin/python3"
 
-# the keys arrive on stdin, two lines: access key, then secret key (never argv, never this text)
-IFS= read -r access_key || fail "stdin: expected the access key on line 1"
-IFS= read -r secret_key || [[ -n $secret_key ]] || fail "stdin: expected the secret key on line 2"
-# alphanumeric keys (pulumi-random, special=False) need no escaping in CEPH_ARGS (split on
-# whitespace), JSON or SigV4 credential scopes
-[[ $access_key =~ ^[A-Za-z0-9]{{16,128}}$ ]] || fail "the access key must be 16-128 letters/digits"
-[[ $secret_key =~ ^[A-Za-z0-9+/]{{20,128}}$ ]] || fail "the secret key must be 20-128 letters/digits/+/"
+    def __post_init__(self) -> None:
+        for path in (self.radosgw_admin, self.python3):
+            if not path.startswith("/") or any(c.isspace() for c in path):
+                raise ValueError(f"RGW tool path {path!r} must be absolute, without white space")
 
-errors=$(mktemp)
-trap 'rm -f "$errors"' EXIT
 
-# radosgw-admin with the key pair as extra arguments through CEPH_ARGS (ceph env_to_vec), not argv
-radosgw_admin_with_keys() {{
-    CEPH_ARGS="${{CEPH_ARGS:+$CEPH_ARGS }}--access-key=$access_key --secret-key=$secret_key" \
-        radosgw-admin "$@" </dev/null
-}}
+HELPER = "rgw_admin.py"
 
-# `user info` JSON (secrets included) goes into $info, never to our stdout/stderr; sets $info_rc
-load_user() {{
-    info_rc=0
-    info=$(radosgw-admin user info --uid="$uid" </dev/null 2>"$errors") || info_rc=$?
-    if [[ $info_rc -ne 0 && $info_rc -ne 22 ]]; then
-        cat "$errors" >&2
-        fail "radosgw-admin user info failed (exit $info_rc)"
-    fi
-}}
 
-# parse $info's "keys" array (pretty JSON, one field a line) with bash builtins only, so no secret
-# reaches a command line: has_key / same_secret for our pair, s3_keys = number of S3 key pairs
-parse_keys() {{
-    has_key=no same_secret=no s3_keys=0
-    local line current= in_keys=no
-    local re_start='^[[:space:]]*"keys": \[$'
-    local re_end='^[[:space:]]*\],?$'
-    local re_access='^[[:space:]]*"access_key": "([^"]*)",?$'
-    local re_secret='^[[:space:]]*"secret_key": "([^"]*)",?$'
-    while IFS= read -r line; do
-        if [[ $in_keys == no ]]; then
-            if [[ $line =~ $re_start ]]; then in_keys=yes; fi
-        elif [[ $line =~ $re_end ]]; then
-            break
-        elif [[ $line =~ $re_access ]]; then
-            current=${{BASH_REMATCH[1]}}
-            s3_keys=$((s3_keys + 1))
-        elif [[ $line =~ $re_secret && $current == "$access_key" ]]; then
-            has_key=yes
-            if [[ ${{BASH_REMATCH[1]}} == "$secret_key" ]]; then same_secret=yes; fi
-        fi
-    done <<<"$info"
-    return 0
-}}
+def rgw_admin_code() -> str:
+    """components/scripts/rgw_admin.py as run: the file without its module docstring."""
+    source = remote.script_file(HELPER)
+    first = ast.parse(source).body[0]
+    return "".join(source.splitlines(keepends=True)[first.end_lineno:]).lstrip("\n")
 
-load_user
-if [[ $info_rc -eq 22 ]]; then
-    radosgw_admin_with_keys user create --uid="$uid" --display-name="$display_name" >/dev/null \
-        || fail "radosgw-admin user create failed"
-    result=created
-else
-    parse_keys
-    if [[ $has_key == yes && $same_secret == yes ]]; then
-        result=unchanged
-    elif [[ $has_key == yes ]]; then
-        # key create with an access key the user has replaces that key's secret in place
-        radosgw_admin_with_keys key create --uid="$uid" --key-type=s3 >/dev/null \
-            || fail "radosgw-admin key create (secret update) failed"
-        result="secret updated"
-    else
-        # key create with another user's access key would rewrite THAT user's secret: look it up
-        owner_rc=0
-        CEPH_ARGS="${{CEPH_ARGS:+$CEPH_ARGS }}--access-key=$access_key" \
-            radosgw-admin user info </dev/null >/dev/null 2>"$errors" || owner_rc=$?
-        case $owner_rc in
-            13) ;;  # "user.init failed: (13) Permission denied": no user has this access key
-            0) fail "the access key is already in use (by another RGW user, or this user's keys could not be parsed); refusing to change it" ;;
-            *) cat "$errors" >&2; fail "radosgw-admin user info by access key failed (exit $owner_rc)" ;;
-        esac
-        other_keys=$s3_keys
-        radosgw_admin_with_keys key create --uid="$uid" --key-type=s3 >/dev/null \
-            || fail "radosgw-admin key create failed"
-        result="key added"
-        if [[ $other_keys -gt 0 ]]; then
-            printf '%s: user %s already had %d other S3 key pair(s), left in place; remove unused ones with: radosgw-admin key rm --uid=%q --key-type=s3 --access-key=...\n' \
-                "$0" "$uid" "$other_keys" "$uid" >&2
-        fi
-    fi
-fi
 
-# verify: the user now has exactly our pair (anything else is partial work)
-load_user
-[[ $info_rc -eq 0 ]] || fail "user $uid missing after '$result'"
-parse_keys
-[[ $has_key == yes && $same_secret == yes ]] || fail "user $uid does not hold the supplied key pair after '$result'"
-printf 'user %s: %s\n' "$uid" "$result"
-"""
+def rgw_admin_program() -> str:
+    """The one argument ``python3 -I -c`` runs: rgw_admin.py base64-encoded, so that the sudoers
+    rules hold it as one word (no space, newline or backslash, which a rule cannot match)."""
+    encoded = base64.b64encode(rgw_admin_code().encode()).decode()
+    return f'exec(__import__("base64").b64decode("{encoded}"))'
 
-def rgw_user_script(uid: str, display_name: str) -> str:
+
+def rgw_admin_argv(tools: RgwTools, *words: str) -> tuple[str, ...]:
+    """The exact command line of one privileged radosgw-admin call (what sudo runs as root)."""
+    return (tools.python3, "-I", "-c", rgw_admin_program(), tools.radosgw_admin, *words)
+
+
+def privileged_commands(uid: str, display_name: str, tools: RgwTools = RgwTools()) -> tuple[tuple[str, ...], ...]:
+    """Every command line the script runs through sudo for ``uid``, in the order it may run them."""
+    return (
+        rgw_admin_argv(tools, "user", "info", f"--uid={uid}"),
+        rgw_admin_argv(tools, "user", "create", f"--uid={uid}", f"--display-name={display_name}"),
+        rgw_admin_argv(tools, "key", "create", f"--uid={uid}", "--key-type=s3"),
+    )
+
+
+def rgw_user_script(uid: str, display_name: str, *, use_sudo: bool = False, tools: RgwTools = RgwTools()) -> str:
     """Ensure RGW user ``uid`` exists and holds the key pair given on stdin (access, secret lines).
 
     Updates: creates the user with the pair; adds the pair to an existing user that lacks it
@@ -143,10 +135,17 @@ def rgw_user_script(uid: str, display_name: str) -> str:
     it differs.  Ignored: display name and caps of an existing user.  Refused: an access key that
     belongs to another user.  stdout is one line, ``user UID: created|unchanged|key added|secret
     updated``; no key is ever printed.
+
+    ``use_sudo``: the stack's ``remoteSudo`` (radosgw-admin through ``sudo -n``); False when the
+    SSH user is root, and for tests that run the script as root.
     """
-    return remote.header("RGW user") + USER_SCRIPT.format(
-        uid=shlex.quote(uid), display_name=shlex.quote(display_name)
-    )
+    return remote.script("rgw_user.sh", "RGW user", {
+        "uid": uid,
+        "display_name": display_name,
+        "python3": tools.python3,
+        "radosgw_admin": tools.radosgw_admin,
+        "rgw_admin_py": rgw_admin_program(),
+    }, use_sudo=use_sudo)
 
 
 def kept_instructions(uid: str) -> list[str]:
@@ -157,10 +156,62 @@ def kept_instructions(uid: str) -> list[str]:
     ]
 
 
-def rgw_user_delete_script(uid: str) -> str:
+def rgw_user_delete_script(uid: str, *, use_sudo: bool = False) -> str:
     """Deleting the resource deletes nothing (the user owns the instance's buckets): it prints
     the manual command on stderr."""
-    return remote.notice_script("RGW user, on delete: keep the user", kept_instructions(uid))
+    return remote.script("rgw_user_delete.sh", "RGW user, on delete: keep the user",
+                         {"notice": kept_instructions(uid)}, use_sudo=use_sudo)
+
+
+# a space in an argument lets the caller of sudo split it into two with the same joined text
+_ONE_WORD = re.compile(r"^\S+$")
+
+
+def instance_users(cfg) -> tuple[tuple[str, str], ...]:
+    """(uid, display name) of the instance's RGW users, as components/instance.py makes them:
+    the Airflow logs user and the PostgreSQL backup user (a stack in an early phase uses only
+    the first; the rules cover both)."""
+    return ((cfg.airflow_s3_user, cfg.airflow_s3_user), (cfg.pg_s3_user, cfg.pg_s3_user))
+
+
+def instance_sudoers_rules(cfg) -> sudoers.HostRules:
+    """:func:`sudoers_rules` of a stack: its SSH user, both RGW users, the steps' time limit."""
+    return sudoers_rules(cfg.instance, cfg.ssh_user, instance_users(cfg), cfg.command_timeout_minutes * 60)
+
+
+def sudoers_rules(instance: str, user: str, uids_and_display_names: Iterable[tuple[str, str]],
+                  timeout_seconds: int, tools: RgwTools = RgwTools()) -> sudoers.HostRules:
+    """The RGW admin host's sudoers rules for ``instance``: exactly the command lines
+    :func:`rgw_user_script` runs through sudo for each (uid, display name), for ``user``
+    (``sshUser``), with sudo's command_timeout at the step's own time limit."""
+    commands: list[tuple[str, ...]] = []
+    users = list(uids_and_display_names)
+    if not users:
+        raise sudoers.SudoersError(f"sudoers for the RGW admin host of {instance}: no RGW user")
+    for uid, display_name in users:
+        for what, value in (("uid", uid), ("display name", display_name)):
+            if not _ONE_WORD.match(value):
+                raise sudoers.SudoersError(
+                    f"RGW user {what} {value!r}: empty or with white space; a sudoers rule cannot pin it "
+                    f"(the caller could split it into other arguments with the same text)")
+        commands += privileged_commands(uid, display_name, tools)
+    code = rgw_admin_code().rstrip("\n").splitlines()
+    comments = (
+        "radosgw-admin runs only through components/scripts/rgw_admin.py, the CODE after python3 -I -c,",
+        "base64-encoded (decode: cut the quoted text out of exec(...) and pipe it to base64 -d).",
+        "The key pair comes on its stdin; it builds the CEPH_ARGS radosgw-admin gets, so no",
+        "env_keep: a caller's CEPH_ARGS would add any radosgw-admin option (components/rgw_user.py).",
+        f"Users: {', '.join(uid for uid, _ in users)}.  The code CODE decodes to:",
+        *(f"    {line}" if line else "" for line in code),
+    )
+    return sudoers.HostRules(
+        host=f"RGW admin host (rgwAdminHost) of airflow-{instance}",
+        user=user,
+        alias=sudoers.alias_for(instance, "rgw"),
+        commands=tuple(commands),
+        command_timeout_seconds=timeout_seconds,
+        comments=comments,
+    )
 
 
 key_stdin = remote.key_pair_stdin  # the script's stdin: access key, then secret key
@@ -175,6 +226,7 @@ class RgwUserArgs:
     conn: command.remote.ConnectionArgs
     use_sudo: bool
     timeout_minutes: int = 10
+    tools: RgwTools = RgwTools()
     # the preconditions (the admin_ng namespace): nothing runs on the remote host before them
     depends_on: Sequence[pulumi.Input[pulumi.Resource]] = ()
 
@@ -189,9 +241,10 @@ class RgwUser(pulumi.ComponentResource):
         self.command = remote.remote_command(
             f"{name}-user",
             conn=args.conn,
-            script=rgw_user_script(args.uid, args.display_name),
-            delete_script=rgw_user_delete_script(args.uid),
-            use_sudo=args.use_sudo,
+            script=rgw_user_script(args.uid, args.display_name, use_sudo=args.use_sudo, tools=args.tools),
+            delete_script=rgw_user_delete_script(args.uid, use_sudo=args.use_sudo),
+            # the script itself runs as the SSH user; only radosgw-admin goes through sudo
+            use_sudo=False,
             # a changed key pair changes stdin: without an `update` command pulumi-command re-runs
             # `create` (an update, no replacement, which protect would refuse)
             stdin=key_stdin(args.access_key, args.secret_key),

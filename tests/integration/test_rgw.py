@@ -1,10 +1,15 @@
 """The RGW user script against a real Ceph RGW (tests/integration/fixtures_rgw.py), and the S3
-settings of the program's aws.Provider against the same gateway.
+settings of the program's aws.Provider against the same gateway; the radosgw-admin facts
+components/rgw_user.py relies on (CEPH_ARGS, key create with another user's access key).
 
+Here the script runs as root (``use_sudo`` off, rgw_admin.py started directly); over SSH as a
+non-root account with the sudoers rules: tests/integration/test_rgw_over_ssh.py.
 Every script run polls all processes' argv (/proc/*/cmdline) and fails on a key found there.
 """
 
 from __future__ import annotations
+
+import json
 
 import botocore.exceptions
 import pytest
@@ -85,7 +90,7 @@ def test_changed_secret_is_updated_in_place(rgw):
 
 
 def test_another_users_access_key_is_refused(rgw):
-    """radosgw-admin `key create --uid=B` with A's access key rewrites A's secret (exit 0, Ceph 16.2.15)."""
+    """Neither an existing user (key create) nor a new one (user create) takes another user's key."""
     owner = S3Keys.generate()
     assert run_user_script(rgw, "airflow-owner", owner).returncode == 0
     rgw.run("radosgw-admin", "user", "create", "--uid=airflow-intruder", "--display-name=airflow-intruder")
@@ -182,3 +187,74 @@ def test_argv_watcher_catches_a_key_on_a_command_line(rgw):
     run = rgw.run_script(script, "", forbidden_in_argv=[keys.secret_key])
     assert run.returncode == 0, run.stderr
     assert any("radosgw-admin --secret-key=" in leak for leak in run.argv_leaks), "the watcher missed the leak"
+
+
+# --- radosgw-admin facts (Ceph 16.2.15) the design of components/rgw_user.py rests on ------------
+
+def keyed(keys: S3Keys, extra: str = "") -> dict[str, str]:
+    return {"CEPH_ARGS": f"--access-key={keys.access_key} --secret-key={keys.secret_key}{extra}"}
+
+
+def test_fact_an_option_in_both_argv_and_ceph_args_takes_the_argv_value(rgw):
+    """CEPH_ARGS options come before argv's and the last one wins: CEPH_ARGS cannot override --uid."""
+    for uid in ("fact-argv-a", "fact-argv-b"):
+        rgw.run("radosgw-admin", "user", "create", f"--uid={uid}", f"--display-name={uid}")
+    shown = rgw.run("radosgw-admin", "user", "info", "--uid=fact-argv-a", extra_env={"CEPH_ARGS": "--uid=fact-argv-b"})
+    assert json.loads(shown.stdout)["user_id"] == "fact-argv-a", "argv's --uid won"
+    twice = rgw.run("radosgw-admin", "user", "info", "--uid=fact-argv-a", "--uid=fact-argv-b")
+    assert json.loads(twice.stdout)["user_id"] == "fact-argv-b", "within argv the last one wins"
+
+
+def test_fact_ceph_args_adds_any_option_the_argv_lacks(rgw, tmp_path):
+    """Why a caller's CEPH_ARGS must never reach a root radosgw-admin (no env_keep in the rules)."""
+    keys = S3Keys.generate()
+    made = rgw.run("radosgw-admin", "user", "create", "--uid=fact-escalated", "--display-name=fact-escalated",
+                   extra_env=keyed(keys, " --caps=users=*;buckets=* --admin --system"))
+    info = json.loads(made.stdout)
+    assert {c["type"]: c["perm"] for c in info["caps"]} == {"users": "*", "buckets": "*"}, "caps added"
+    assert (info["admin"], info["system"]) == ("true", "true"), "an RGW administrator and system user"
+    # `user info` with no --uid in argv: CEPH_ARGS picks the user, secrets included
+    other = rgw.run("radosgw-admin", "user", "info", extra_env={"CEPH_ARGS": "--uid=fact-escalated"})
+    assert json.loads(other.stdout)["keys"][0]["secret_key"] == keys.secret_key, "anyone's secret key"
+    log = tmp_path / "anywhere.log"
+    rgw.run("radosgw-admin", "user", "info", "--uid=fact-escalated", extra_env={"CEPH_ARGS": f"--log-file={log}"})
+    assert log.exists(), "a file created wherever CEPH_ARGS says (as root, under sudo)"
+
+
+def test_fact_ceph_args_after_a_double_dash_adds_subcommand_words(rgw):
+    rgw.run("radosgw-admin", "user", "create", "--uid=fact-removed", "--display-name=fact-removed")
+    rgw.run("radosgw-admin", "user", "--uid=fact-removed", extra_env={"CEPH_ARGS": "-- rm"})
+    assert rgw.user_info("fact-removed") is None, "`radosgw-admin user` became `user rm`"
+
+
+def test_fact_key_create_with_another_users_access_key(rgw):
+    """For an existing uid: refused (241).  For a uid that does not exist: radosgw-admin finds the
+    user by the access key and rewrites ITS secret, exit 0 (rgw_admin.py refuses that case)."""
+    owner = S3Keys.generate()
+    rgw.run("radosgw-admin", "user", "create", "--uid=fact-owner", "--display-name=fact-owner", extra_env=keyed(owner))
+    rgw.run("radosgw-admin", "user", "create", "--uid=fact-existing", "--display-name=fact-existing")
+    stolen = S3Keys(owner.access_key, S3Keys.generate().secret_key)
+    refused = rgw.run("radosgw-admin", "key", "create", "--uid=fact-existing", "--key-type=s3",
+                      extra_env=keyed(stolen), check=False)
+    assert refused.returncode == 241 and "existing S3 key in RGW system" in refused.stderr, refused
+    assert s3_pairs(rgw, "fact-owner") == [(owner.access_key, owner.secret_key)], "refused: the owner keeps its key"
+    hijack = rgw.run("radosgw-admin", "key", "create", "--uid=fact-missing", "--key-type=s3",
+                     extra_env=keyed(stolen), check=False)
+    assert hijack.returncode == 0, hijack
+    assert s3_pairs(rgw, "fact-owner") == [(stolen.access_key, stolen.secret_key)], "the owner's secret was rewritten"
+    assert rgw.user_info("fact-missing") is None, "and no user fact-missing was made"
+    # the same call through rgw_admin.py, as root: refused before radosgw-admin runs it
+    tools = rgw_user.RgwTools()
+    helper = rgw.run(*rgw_user.rgw_admin_argv(tools, "key", "create", "--uid=fact-missing", "--key-type=s3"),
+                     stdin=owner.stdin(), check=False)
+    assert helper.returncode == 2 and "does not exist: refusing key create" in helper.stderr, helper
+    assert s3_pairs(rgw, "fact-owner") == [(stolen.access_key, stolen.secret_key)], "rgw_admin.py changed nothing"
+
+
+def test_fact_user_create_with_another_users_access_key_is_refused(rgw):
+    owner = S3Keys.generate()
+    rgw.run("radosgw-admin", "user", "create", "--uid=fact-owner2", "--display-name=fact-owner2", extra_env=keyed(owner))
+    refused = rgw.run("radosgw-admin", "user", "create", "--uid=fact-newcomer", "--display-name=fact-newcomer",
+                      extra_env=keyed(S3Keys(owner.access_key, S3Keys.generate().secret_key)), check=False)
+    assert refused.returncode == 241, refused
+    assert rgw.user_info("fact-newcomer") is None
