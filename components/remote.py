@@ -72,6 +72,7 @@ def connection(ssh: SshSettings, host: str, host_key: str) -> command.remote.Con
     )
 
 
+SHELLCHECK_LINE = "# shellcheck disable=SC2016  # the quoted script is expanded by bash -c, not by this shell"
 KILL_AFTER_SECONDS = 30  # after the TERM, what a step gets to clean up before KILL
 TIMED_OUT = (124, 137)  # GNU timeout: the command timed out (TERM), or had to be KILLed
 
@@ -100,7 +101,9 @@ def wrap(script: str, use_sudo: bool = False, name: str = "", timeout_seconds: i
     # timeout ... /bin/bash -c '<the whole script>'", dash: "Killed"), which would put the script
     # in the Command's log and error text: its stderr goes to /dev/null around the step, the
     # step's own stderr to the saved one (fd 3), and it is restored for the one-line reason.
-    return (f"exec 3>&2 2>/dev/null; {line} 2>&3 3>&-; rc=$?; exec 2>&3 3>&-; "
+    # The first line is for shellcheck (tests/integration/test_shellcheck.py checks every command
+    # line as sh): the script is meant literally in single quotes; bash expands it, not this shell.
+    return (f"{SHELLCHECK_LINE}\nexec 3>&2 2>/dev/null; {line} 2>&3 3>&-; rc=$?; exec 2>&3 3>&-; "
             f"if [ \"$rc\" -eq {TIMED_OUT[0]} ]; then printf '%s\\n' {timed_out} >&2; "
             f"elif [ \"$rc\" -eq {TIMED_OUT[1]} ]; then printf '%s\\n' {killed} >&2; fi; exit \"$rc\"")
 
@@ -206,7 +209,9 @@ def script(template: str, what: str, values: Mapping[str, ScriptValue], *, use_s
     """
     if "sudo" in values:
         raise ValueError("the sudo array is set by remote.script")
-    filled = {"sudo": ["sudo", "-n"] if use_sudo else [], **values}
+    # only a body that calls a privileged tool gets the array (an unused one is shellcheck's SC2034)
+    sudo = {"sudo": ["sudo", "-n"] if use_sudo else []} if re.search(r"\$\{#?sudo\[", _body(template)) else {}
+    filled = {**sudo, **values}
     return (header(what, template)
             + "\n# --- values filled in by the program ---\n" + assignments(filled)
             + f"\n# --- components/scripts/{template} ---\n" + _body(template))

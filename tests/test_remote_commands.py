@@ -22,7 +22,7 @@ COMMAND = "command:remote:Command"
 ENGINE_MARGIN_SECONDS = 30 + 60
 # the command line of components/remote.py wrap(): the login shell's stderr set aside (its "Killed"
 # report would quote the whole script), then timeout --kill-after=Ks Ss /bin/bash -c <script> <name>
-BOUNDED = re.compile(r"^exec 3>&2 2>/dev/null; timeout --kill-after=(?P<kill>[0-9]+)s (?P<seconds>[0-9]+)s /bin/bash -c ")
+BOUNDED = re.compile(r"^# shellcheck disable=SC2016 [^\n]*\nexec 3>&2 2>/dev/null; timeout --kill-after=(?P<kill>[0-9]+)s (?P<seconds>[0-9]+)s /bin/bash -c ")
 
 
 def commands(stack):
@@ -150,13 +150,15 @@ TIMED_OUT_TAIL = ("; rc=$?; exec 2>&3 3>&-; if [ \"$rc\" -eq 124 ]; then printf 
 
 
 def test_scripts_always_run_under_bash_and_timeout_as_the_ssh_user():
-    assert remote.wrap("echo hi", name="x", timeout_seconds=60) == (
+    head = remote.SHELLCHECK_LINE + "\n"
+    assert head.startswith("# shellcheck disable=SC2016 ") and head.count("\n") == 1, "a comment line for shellcheck, nothing else"
+    assert remote.wrap("echo hi", name="x", timeout_seconds=60) == head + (
         "exec 3>&2 2>/dev/null; timeout --kill-after=30s 60s /bin/bash -c 'echo hi' x 2>&3 3>&-"
         + TIMED_OUT_TAIL.format(name="x", seconds=60))
-    assert remote.wrap("echo 'hi'", name="a b", timeout_seconds=600) == (
+    assert remote.wrap("echo 'hi'", name="a b", timeout_seconds=600) == head + (
         "exec 3>&2 2>/dev/null; timeout --kill-after=30s 600s /bin/bash -c 'echo '\"'\"'hi'\"'\"'' 'a b' 2>&3 3>&-"
         + TIMED_OUT_TAIL.format(name="a b", seconds=600))
-    assert remote.wrap("true", name="x", timeout_seconds=5, kill_after_seconds=2).startswith(
+    assert remote.wrap("true", name="x", timeout_seconds=5, kill_after_seconds=2).startswith(head +
         "exec 3>&2 2>/dev/null; timeout --kill-after=2s 5s /bin/bash -c true x 2>&3 3>&-; "), "the kill-after can be given"
 
 

@@ -102,3 +102,11 @@ def test_script_is_header_then_values_then_the_file_body(tmp_path, monkeypatch):
 def test_a_script_file_outside_the_scripts_directory_is_refused():
     with pytest.raises(ValueError, match="no script file"):
         remote.script_file("../remote.py")
+
+
+def test_a_body_that_runs_nothing_privileged_gets_no_sudo_array(tmp_path, monkeypatch):
+    monkeypatch.setattr(remote, "SCRIPTS_DIR", tmp_path)
+    (tmp_path / "header.sh").write_text("set -eu\n")
+    (tmp_path / "n.sh").write_text("#!/bin/bash\n# shellcheck shell=bash\necho \"$greeting\"\n")
+    text = remote.script("n.sh", "a notice", {"greeting": "hi"}, use_sudo=True)
+    assert "sudo=" not in text, "an unused sudo array (shellcheck SC2034) in a body that never calls sudo"

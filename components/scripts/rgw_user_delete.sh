@@ -2,8 +2,7 @@
 # shellcheck shell=bash
 # Deleting an RGW user Command deletes nothing (the user owns the instance's buckets): this
 # prints what is kept and the manual removal on stderr (components/rgw_user.py).
-# Filled in by the program: notice (the lines of rgw_user.kept_instructions) and the sudo array,
-# which a notice does not use: it runs nothing privileged.
+# Filled in by the program: notice (the lines of rgw_user.kept_instructions); it runs nothing
+# privileged, so remote.script gives it no sudo array.
 
-: "${#sudo[@]}"
 printf '%s\n' "${notice[@]}" >&2
