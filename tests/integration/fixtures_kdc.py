@@ -270,3 +270,42 @@ def parse_keytab(data: bytes) -> tuple[int, list[KeytabEntry]]:
         entries.append(KeytabEntry("/".join(components) + "@" + realm, timestamp, kvno, enctype, key))
         pos = end
     return version, entries
+
+
+# --- the keytab script against this realm ------------------------------------------------------
+
+def local_tools(kdc: Kdc, **paths: str):
+    """components.kerberos.KdcTools for running the keytab script on this machine without sudo
+    (``use_sudo=False``, as root or as the realm's owner): the real tools, kadmin.local finding
+    the realm through the environment the script inherits, and a spool in the realm's directory."""
+    from components import kerberos
+
+    return kerberos.KdcTools(**{"spool_root": str(kdc.directory / "spool"), **paths})
+
+
+def root_kadmin_wrapper(kdc: Kdc, path: Path) -> Path:
+    """A root-owned stand-in for /usr/sbin/kadmin.local at ``path`` that runs the real one on this
+    realm.  Through sudo the environment is reset (env_reset), so KRB5_CONFIG/KRB5_KDC_PROFILE
+    cannot come from the caller: the wrapper sets them.  That is its only difference from the
+    production tool; arguments, exit status and output are the real kadmin.local's."""
+    real = shutil.which("kadmin.local", path=SYSTEM_PATH)
+    path.write_text(f"""#!/bin/sh
+# test stand-in for {real}: the real tool on the test realm (sudo drops the caller's environment)
+KRB5_CONFIG={kdc.env['KRB5_CONFIG']}
+KRB5_KDC_PROFILE={kdc.env['KRB5_KDC_PROFILE']}
+export KRB5_CONFIG KRB5_KDC_PROFILE
+exec {real} "$@"
+""")
+    os.chown(path, 0, 0)
+    path.chmod(0o755)
+    return path
+
+
+def keytab_script_for(kdc: Kdc, principals: list[str], realm: str = REALM, *, timeout_seconds: int = 600,
+                      **tools: str) -> str:
+    """components.kerberos.keytab_script as the Command would hold it for a root SSH user
+    (``use_sudo=False``), with ``local_tools(kdc, **tools)``: run it with ``kdc.run_script``."""
+    from components import kerberos
+
+    return kerberos.keytab_script(realm, principals, use_sudo=False, timeout_seconds=timeout_seconds,
+                                  tools=local_tools(kdc, **tools))

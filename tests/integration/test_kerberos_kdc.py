@@ -1,7 +1,12 @@
-"""The keytab script (components/kerberos.py) run for real against a throwaway MIT KDC.
+"""The keytab script (components/kerberos.py) run for real against a throwaway MIT KDC, locally.
 
 Each test gets its own realm WIKIMEDIA (kdb5_util + krb5kdc on loopback, ~40 ms); the script
-text is exactly what the Command runs on the KDC host, started as ``bash -c SCRIPT NAME``.
+text is what the Command runs on the KDC host, started as ``bash -c SCRIPT NAME``, built with
+``use_sudo=False`` (the SSH user is root) and the real tools, kadmin.local finding the test realm
+through the environment it inherits, the spool in the realm's directory.  The same script through
+real SSH and real sudo, as a non-root account with exactly the documented rules:
+tests/integration/test_kdc_over_ssh.py.  These stay: they drive the KDC's own failure modes
+(realm not served, missing database, read-only database, host default realm) cheaply.
 """
 
 from __future__ import annotations
@@ -17,27 +22,32 @@ from pathlib import Path
 import pytest
 
 from components import kerberos
-from tests.integration.fixtures_kdc import SYSTEM_PATH, Kdc, kdc, make_realm, parse_keytab  # noqa: F401,F811
+from tests.integration.fixtures_kdc import SYSTEM_PATH, Kdc, kdc, local_tools, make_realm, parse_keytab  # noqa: F401,F811
 
 REALM = "WIKIMEDIA"
 FQDN = "airflow-search.discovery.wmnet"
 PRINCIPALS = kerberos.principals("analytics-search", FQDN, REALM)
-SCRIPT = kerberos.keytab_script(REALM, PRINCIPALS)
+STEP_SECONDS = 60
 BASE64 = re.compile(rb"[A-Za-z0-9+/]+={0,2}")
 AES256, AES128 = 18, 17
 
 
-def run_ok(kdc: Kdc, script: str = SCRIPT, **kwargs) -> bytes:
+def keytab_script(kdc: Kdc, names: list[str] = PRINCIPALS, realm: str = REALM, **tools: str) -> str:
+    return kerberos.keytab_script(realm, names, use_sudo=False, timeout_seconds=STEP_SECONDS,
+                                  tools=local_tools(kdc, **tools))
+
+
+def run_ok(kdc: Kdc, script: str | None = None, **kwargs) -> bytes:
     """The decoded keytab printed by a successful run; stdout must hold base64 and nothing else."""
-    done = kdc.run_script(script, **kwargs)
+    done = kdc.run_script(script or keytab_script(kdc), **kwargs)
     assert done.returncode == 0, f"keytab script failed ({done.returncode}): {done.stderr.decode()}"
     assert BASE64.fullmatch(done.stdout), f"stdout must be bare base64, got {done.stdout[:200]!r}"
     return base64.b64decode(done.stdout, validate=True)
 
 
-def run_failing(kdc: Kdc, script: str = SCRIPT, **kwargs) -> str:
+def run_failing(kdc: Kdc, script: str | None = None, **kwargs) -> str:
     """stderr of a run that must fail, after checking it printed nothing on stdout."""
-    done = kdc.run_script(script, **kwargs)
+    done = kdc.run_script(script or keytab_script(kdc), **kwargs)
     assert done.returncode != 0, f"the script must fail; stderr: {done.stderr.decode()}"
     assert done.stdout == b"", f"a failed run must print no (partial) keytab, got {done.stdout[:200]!r}"
     return done.stderr.decode()
@@ -53,10 +63,12 @@ def save(kdc: Kdc, keytab: bytes, name: str) -> Path:
 def assert_scratch_empty(kdc: Kdc) -> None:
     left = list(Path(kdc.env["TMPDIR"]).iterdir())
     assert left == [], f"the script must remove its temp dir, left {left}"
+    spooled = kdc.directory / "spool" / FQDN / "keytab"
+    assert not spooled.exists(), f"root's spool copy {spooled} must be removed"
 
 
-def kadmin_shim(kdc: Kdc, skip_addprinc_of: str) -> dict[str, str]:
-    """PATH with a kadmin.local that answers 0 to ``addprinc`` of matching names without doing it.
+def kadmin_shim(kdc: Kdc, skip_addprinc_of: str) -> str:
+    """The keytab script with a kadmin.local that answers 0 to ``addprinc`` of matching names without doing it.
 
     That is the state ktadd meets when a principal is missing at export time (removed by
     someone in between, or never created): ktadd skips it and still exits 0.
@@ -71,7 +83,7 @@ if [[ "$3" == addprinc && "$5" == {skip_addprinc_of} ]]; then exit 0; fi
 exec {real} "$@"
 """)
     shim.chmod(0o755)
-    return {"PATH": f"{bin_dir}:{SYSTEM_PATH}"}
+    return keytab_script(kdc, kadmin_local=str(shim))
 
 
 # --- the happy path -------------------------------------------------------------------------
@@ -98,7 +110,7 @@ def test_second_run_prints_the_same_bytes_and_rotates_nothing(kdc):
     first = run_ok(kdc)
     # cross a second boundary: un-normalized exports differ exactly there (the study, §4)
     time.sleep(1.05 - (time.time() % 1))
-    done = kdc.run_script(SCRIPT)
+    done = kdc.run_script(keytab_script(kdc))
     assert done.returncode == 0, f"second run failed: {done.stderr.decode()}"
     second = base64.b64decode(done.stdout)
     assert second == first, "a re-run must print byte-identical base64"
@@ -135,18 +147,19 @@ def test_preexisting_principal_keeps_its_keys(kdc):
 
 
 def test_hostile_runs_as_is_created_verbatim_and_never_executed(kdc):
-    names = kerberos.principals("a b;$(touch pwned)", FQDN, REALM)
-    _, entries = parse_keytab(run_ok(kdc, kerberos.keytab_script(REALM, names), cwd=kdc.directory))
+    names = kerberos.principals("a;$(touch${IFS}pwned)`touch${IFS}pwned2`", FQDN, REALM)
+    _, entries = parse_keytab(run_ok(kdc, keytab_script(kdc, names), cwd=kdc.directory))
     assert {e.principal for e in entries} == set(names), "the keytab holds the names verbatim"
     assert kdc.kvno(names[0]) == 1, "the principal exists under its literal name"
     assert not (kdc.directory / "pwned").exists(), "the $(...) in the name was executed"
+    assert not (kdc.directory / "pwned2").exists(), "the backquotes in the name were executed"
 
 
 # --- the failures it must not hide ----------------------------------------------------------
 
 def test_realm_not_served_by_this_kdc_fails_loudly(kdc):
     other = kerberos.principals("analytics-search", FQDN, "EXAMPLE.ORG")
-    stderr = run_failing(kdc, kerberos.keytab_script("EXAMPLE.ORG", other))
+    stderr = run_failing(kdc, keytab_script(kdc, other, "EXAMPLE.ORG"))
     assert "realm EXAMPLE.ORG is not served by the KDC database on this host" in stderr, stderr
     assert "Cannot open DB2 database" in stderr, f"kadmin.local's reason is passed on: {stderr}"
     for name in other:
@@ -208,23 +221,23 @@ def test_principal_the_kdc_refuses_to_create_fails_without_output():
 
 def test_principal_missing_at_export_fails_rather_than_print_a_partial_keytab(kdc):
     missing = PRINCIPALS[2]
-    stderr = run_failing(kdc, env=kadmin_shim(kdc, "HTTP/*"))
+    stderr = run_failing(kdc, kadmin_shim(kdc, "HTTP/*"))
     assert f"missing from the exported keytab: {missing}" in stderr, stderr
     assert "missing from the exported keytab: " + PRINCIPALS[0] not in stderr, "only the missing one is named"
     assert_scratch_empty(kdc)
 
 
 def test_no_principal_at_export_fails_rather_than_print_nothing(kdc):
-    stderr = run_failing(kdc, env=kadmin_shim(kdc, "*"))
+    stderr = run_failing(kdc, kadmin_shim(kdc, "*"))
     assert "ktadd wrote no keytab" in stderr, stderr
     assert_scratch_empty(kdc)
 
 
 def test_getprinc_failure_other_than_not_found_aborts(kdc):
     # a name kadmin.local cannot parse: getprinc fails for another reason than "does not exist"
-    names = ["a@b@WIKIMEDIA"]
-    stderr = run_failing(kdc, kerberos.keytab_script(REALM, names))
-    assert "getprinc a@b@WIKIMEDIA failed" in stderr and "Malformed representation of principal" in stderr, stderr
+    names = kerberos.principals("a@b", FQDN, REALM)
+    stderr = run_failing(kdc, keytab_script(kdc, names))
+    assert f"getprinc {names[0]} failed" in stderr and "Malformed representation of principal" in stderr, stderr
     assert "created:" not in stderr, "nothing may be created after an unexpected getprinc failure"
 
 
