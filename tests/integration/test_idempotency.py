@@ -42,7 +42,7 @@ import pytest
 from components import config, db_verify, kerberos, log_migration as lm, migration, remote, rgw_user
 from tests.conftest import stack_config
 from tests.integration import fixtures_pg as pg
-from tests.integration.fixtures_kdc import Kdc, kdc, parse_keytab  # noqa: F401
+from tests.integration.fixtures_kdc import Kdc, kdc, keytab_script_for, parse_keytab  # noqa: F401
 from tests.integration.fixtures_logtree import make_tree
 from tests.integration.fixtures_rgw import RgwCluster, S3Keys, checksum_env, rgw  # noqa: F401
 from tests.test_log_migration_script import RUNNING, FakeServices
@@ -101,7 +101,7 @@ def kdc_state(kdc: Kdc) -> dict:
 
 
 def keytab_twice(kdc: Kdc) -> Outcome:
-    script = kerberos.keytab_script(REALM, PRINCIPALS)
+    script = keytab_script_for(kdc, PRINCIPALS)
     first, t1 = timed(lambda: kdc.run_script(script))
     assert first.returncode == 0, f"first run: {first.stderr.decode()}"
     created = first.stderr.decode().count("created: ")

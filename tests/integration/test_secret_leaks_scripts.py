@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Mapping
 
 from components import kerberos, log_migration as lm, rgw_user
-from tests.integration.fixtures_kdc import kdc, parse_keytab  # noqa: F401
+from tests.integration.fixtures_kdc import kdc, keytab_script_for, parse_keytab  # noqa: F401
 from tests.integration.fixtures_logtree import make_tree
 from tests.integration.fixtures_rgw import ArgvWatcher, S3Keys, checksum_env, rgw  # noqa: F401
 from tests.integration.test_idempotency import PRINCIPALS, REALM, PgPair, pg_pair  # noqa: F401
@@ -277,8 +277,9 @@ def test_keytab_appears_only_on_stdout(kdc, tmp_path):
     real = shutil.which("kadmin.local", path=kdc.env["PATH"])
     (shims / "kadmin.local").write_text(f'#!/bin/bash\nsleep 0.3\nexec -a kadmin.local {real} "$@"\n')
     (shims / "kadmin.local").chmod(0o755)
-    env = {**kdc.env, "PATH": f"{shims}:{kdc.env['PATH']}"}
-    run = run_watched(kerberos.keytab_script(REALM, PRINCIPALS), "kerberos-keytab", b"", env,
+    env = dict(kdc.env)
+    script = keytab_script_for(kdc, PRINCIPALS, kadmin_local=str(shims / "kadmin.local"))
+    run = run_watched(script, "kerberos-keytab", b"", env,
                       cwd=kdc.directory).check()
     assert BASE64.fullmatch(run.stdout), "stdout is the keytab's base64 and nothing else"
     sentinels = keytab_sentinels(run.stdout)

@@ -19,13 +19,12 @@ import secrets
 
 from components import kerberos, rgw_user
 from tests.conftest import run_stack
-from tests.integration.fixtures_kdc import Kdc, kdc, parse_keytab  # noqa: F401
+from tests.integration.fixtures_kdc import Kdc, kdc, keytab_script_for, parse_keytab  # noqa: F401
 from tests.integration.fixtures_rgw import RgwCluster, S3Keys, ScriptRun, rgw  # noqa: F401
 from tools import mockrun
 
 REALM = "WIKIMEDIA"
 PRINCIPALS = kerberos.principals("analytics-search", "airflow-search.discovery.wmnet", REALM)
-KEYTAB_SCRIPT = kerberos.keytab_script(REALM, PRINCIPALS)
 KDC_DATABASE = ("principal", "principal.kadm5")
 
 
@@ -142,7 +141,7 @@ def database(kdc: Kdc) -> dict[str, str]:
 
 
 def run_keytab_script(kdc: Kdc) -> bytes:
-    done = kdc.run_script(KEYTAB_SCRIPT)
+    done = kdc.run_script(keytab_script_for(kdc, PRINCIPALS))
     assert done.returncode == 0, f"keytab script failed: {done.stderr.decode()}"
     assert "created: " not in done.stderr.decode(), f"an existing principal was created again: {done.stderr.decode()}"
     return base64.b64decode(done.stdout, validate=True)
@@ -153,7 +152,7 @@ def keys_of(keytab: bytes) -> set[tuple[str, int, int, bytes]]:
 
 
 def test_principals_made_by_the_keytab_script_keep_their_kvno(kdc):
-    first = kdc.run_script(KEYTAB_SCRIPT)
+    first = kdc.run_script(keytab_script_for(kdc, PRINCIPALS))
     assert first.returncode == 0, first.stderr.decode()
     assert first.stderr.decode().count("created: ") == len(PRINCIPALS)
     before, db_before = kvnos(kdc), database(kdc)
