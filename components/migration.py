@@ -3,7 +3,8 @@
 * ``LogMigration`` (scheduler phase): on the legacy host, the first log sync pass, then
   puppet disabled and the airflow services stopped, then the short second pass, then a
   check by object count and size.  Remote Commands in that order; the Airflow release that
-  starts the Kubernetes scheduler waits for the check.
+  starts the Kubernetes scheduler waits for the check.  All run as the SSH user; only the stop
+  step uses sudo, for the commands of :func:`legacy_sudoers_rules`.
 * ``DatabaseVerification`` (database phase): a Kubernetes Job in the instance's namespace,
   which reaches both the legacy database (external service) and the CloudNativePG cluster,
   runs the database verifier (components/db_verify.py) and fails on any difference.  The
@@ -19,11 +20,13 @@ import pulumi
 import pulumi_command as command
 import pulumi_kubernetes as k8s
 
-from components import database, db_verify, log_migration, remote
+from components import database, db_verify, log_migration, remote, sudoers
 from components.config import InstanceConfig
 
 SYNC_PARALLELISM = 16  # concurrent uploads (threads of one python3 process); bench/README.md
 FIRST_SYNC_TIMEOUT_MINUTES = 24 * 60  # hours on a big instance (runbook: "this will take a long time")
+# the tools the stop step runs as root on the legacy VM (Debian's paths); the README's sudoers rules name them
+LEGACY_TOOLS = log_migration.LegacyTools()
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,23 @@ class LogMigrationArgs:
     access_key: pulumi.Input[str]
     secret_key: pulumi.Input[str]
     bucket: pulumi.Resource
+
+
+def stop_legacy_script(cfg: InstanceConfig) -> str:
+    """The stop step's script: the stack's instance, logs dir, remoteSudo and step time limit."""
+    assert cfg.legacy is not None
+    return log_migration.stop_legacy_script(
+        cfg.instance, logs_dir=cfg.legacy.logs_dir, use_sudo=cfg.remote_sudo,
+        timeout_seconds=cfg.command_timeout_minutes * 60, tools=LEGACY_TOOLS)
+
+
+def legacy_sudoers_rules(cfg: InstanceConfig) -> sudoers.HostRules:
+    """The sudoers rules of ``sshUser`` on the legacy VM: exactly what :func:`stop_legacy_script` asks
+    of sudo (the log steps ask for nothing), from the same values.  For the manual steps."""
+    assert cfg.legacy is not None
+    return log_migration.sudoers_rules(
+        cfg.instance, cfg.ssh_user, host=cfg.legacy.host, logs_dir=cfg.legacy.logs_dir,
+        timeout_seconds=cfg.command_timeout_minutes * 60, tools=LEGACY_TOOLS)
 
 
 class LogMigration(pulumi.ComponentResource):
@@ -50,21 +70,24 @@ class LogMigration(pulumi.ComponentResource):
         sync = log_migration.sync_script(*sync_args)
         final_sync = log_migration.sync_script(*sync_args, final_pass=True)
 
+        # Every script runs as the SSH user (use_sudo=False here): the log steps need no
+        # privilege at all, the stop step asks sudo for its exact commands only (cfg.remote_sudo
+        # goes into its script).
         first = remote.remote_command(
             f"{name}-first-sync",
-            conn=args.conn, script=sync, use_sudo=cfg.remote_sudo, stdin=keys, touches_secrets=True,
+            conn=args.conn, script=sync, use_sudo=False, stdin=keys, touches_secrets=True,
             timeout_minutes=FIRST_SYNC_TIMEOUT_MINUTES,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.bucket]),
         )
         stop = remote.remote_command(
             f"{name}-stop-legacy",
-            conn=args.conn, script=log_migration.stop_legacy_script(cfg.instance), use_sudo=cfg.remote_sudo,
+            conn=args.conn, script=stop_legacy_script(cfg), use_sudo=False,
             touches_secrets=False, timeout_minutes=cfg.command_timeout_minutes,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[first]),
         )
         final = remote.remote_command(
             f"{name}-final-sync",
-            conn=args.conn, script=final_sync, use_sudo=cfg.remote_sudo, stdin=keys, touches_secrets=True,
+            conn=args.conn, script=final_sync, use_sudo=False, stdin=keys, touches_secrets=True,
             timeout_minutes=FIRST_SYNC_TIMEOUT_MINUTES,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[stop]),
         )
@@ -72,7 +95,7 @@ class LogMigration(pulumi.ComponentResource):
             f"{name}-verify",
             conn=args.conn,
             script=log_migration.verify_script(cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region),
-            use_sudo=cfg.remote_sudo, stdin=keys, touches_secrets=True,
+            use_sudo=False, stdin=keys, touches_secrets=True,
             timeout_minutes=cfg.command_timeout_minutes,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[final]),
         )

@@ -6,7 +6,9 @@ tests/integration/test_log_migration.py runs the same text against a real RGW.  
   covers, start/end times) so the planner's promise, every regular file in exactly one call,
   keys relative to the logs dir, is checked on trees with hostile names, in milliseconds;
 * stand-in ``puppet`` and ``systemctl`` (state in a JSON file) record their argv: the exact
-  runbook calls, idempotency, and the quoting of the unit patterns.
+  runbook calls, idempotency, the instance's own units only; a stand-in ``sudo`` records every
+  call the stop script makes through it, each of which must be exactly one of the rendered
+  sudoers rules, and the log steps must make none.
 
 Set UPDATE_GOLDEN=1 to rewrite the golden scripts after an intended change (then review the diff).
 """
@@ -37,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from components import log_migration as lm
-from components import remote
+from components import remote, sudoers
 from tests.integration.fixtures_logtree import make_tree, mutate
 from tests.goldens import golden
 
@@ -120,17 +122,22 @@ FAKE_S3CMD = textwrap.dedent('''\
 
 
 class FakeS3cmd:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, python: str = sys.executable):
+        """``python``: the stand-in's interpreter (/usr/bin/python3 when another user runs it)."""
         self.root = root
         self.bin = root / "bin"
         self.bin.mkdir(parents=True)
         tool = self.bin / "s3cmd"
-        tool.write_text(FAKE_S3CMD.format(python=sys.executable))
+        tool.write_text(FAKE_S3CMD.format(python=python))
         tool.chmod(0o755)
         marker = root / "id-ran"
         (self.bin / "id").write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\n")
         (self.bin / "id").chmod(0o755)
         self.marker = marker
+        # the log steps must never call sudo: a stand-in first on PATH records any call
+        self.sudo_log = root / "sudo-calls"
+        (self.bin / "sudo").write_text(f"#!/bin/sh\necho \"$*\" >> {shlex.quote(str(self.sudo_log))}\nexit 1\n")
+        (self.bin / "sudo").chmod(0o755)
         self.tmp = root / "tmp"
         self.tmp.mkdir()
         self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_S3CMD_DIR": str(root), "HOME": str(root),
@@ -171,12 +178,6 @@ def regular_files(root: Path) -> set[str]:
     return out
 
 
-def sync(logs: Path, parallelism: int = 4, min_files_per_job: int = 1) -> str:
-    """min_files_per_job=1: small test trees still get `parallelism` jobs."""
-    return lm.sync_script(str(logs), "logs.test", "http://127.0.0.1:9", "dpe", parallelism,
-                          min_files_per_job=min_files_per_job)
-
-
 # --- the scripts as text ---------------------------------------------------------------------------
 
 def test_sync_script_matches_golden():
@@ -188,15 +189,41 @@ def test_verify_script_matches_golden():
 
 
 def test_stop_legacy_script_matches_golden():
-    golden("log_migration_stop_search.sh", lm.stop_legacy_script("search"))
+    # what the search stack runs: remoteSudo true, commandTimeoutMinutes 10
+    golden("log_migration_stop_search.sh", lm.stop_legacy_script("search", logs_dir=LOGS, use_sudo=True, timeout_seconds=600))
 
 
 def test_scripts_follow_the_remote_conventions():
-    for script in (lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8), lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe"),
-                   lm.stop_legacy_script("search")):
+    for script, body in ((lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8), "legacy_logs.sh"),
+                         (lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe"), "legacy_logs.sh"),
+                         (lm.stop_legacy_script("search", use_sudo=True), "legacy_stop.sh")):
         assert script.startswith(remote.header("x").splitlines()[0]), "scripts start with remote.header()"
         assert "set -euo pipefail" in script and "umask 077" in script, "strict mode and umask from the header"
+        assert script.endswith(remote._body(body)), f"the body is components/scripts/{body} verbatim"
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+@pytest.mark.parametrize("name", ["legacy_logs.sh", "legacy_stop.sh"])
+def test_body_files_start_with_the_shebang_the_directive_and_what_the_program_fills_in(name):
+    lines = remote.script_file(name).splitlines()
+    assert lines[:2] == ["#!/bin/bash", "# shellcheck shell=bash"], f"{name}: shebang then the shellcheck directive"
+    assert lines[2].startswith("# ") and any("Filled in by the program" in line for line in lines[2:20]), \
+        f"{name}: a comment saying what the program fills in comes next"
+
+
+def test_the_python_helper_survives_single_quoting_without_a_shellcheck_finding():
+    """The script holds log_sync.py in single quotes: a backquote or a dollar sign before a name,
+    brace or parenthesis there is shellcheck's SC2016 (an expansion that does not happen)."""
+    text = remote.script_file("log_sync.py")
+    assert "`" not in text, "log_sync.py holds a backquote"
+    assert not re.search(r"\$[A-Za-z0-9_{(]", text), "log_sync.py holds a dollar sign before a name, brace or parenthesis"
+    compile(text, "log_sync.py", "exec")
+
+
+def test_log_steps_ship_the_helper_and_ask_sudo_for_nothing():
+    for script in (lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8), lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe")):
+        assert f"log_sync_py={shlex.quote(remote.script_file('log_sync.py'))}\n" in script, "the helper, as a value"
+        assert "\nsudo=" not in script and "${sudo" not in script, "no sudo array, no call through sudo in the log steps"
 
 
 def test_script_functions_take_no_key():
@@ -210,7 +237,8 @@ def test_sync_never_deletes_on_the_target():
     assert "--delete-removed" not in script.replace("--no-delete-removed", ""), "no --delete-removed anywhere"
     assert "delete_removed = False" in script, "the config says so too"
     assert re.search(r"s3cmd -c \"\$config\" --no-delete-removed", script), "the s3cmd call says --no-delete-removed"
-    assert '"DELETE"' not in lm._UPLOADER_PY and "'DELETE'" not in lm._UPLOADER_PY, "the uploader never deletes"
+    helper = remote.script_file("log_sync.py")
+    assert '"DELETE"' not in helper and "'DELETE'" not in helper, "the uploader never deletes"
 
 
 def test_s3_settings_match_the_platform():
@@ -570,29 +598,87 @@ def test_files_over_the_threshold_go_to_s3cmd_multipart(fake, s3, tmp_path):
     assert "1 files over 25000 bytes by s3cmd" in proc.stdout and "uploaded 41 (" in proc.stdout, proc.stdout
 
 
-def test_unreadable_directory_fails_the_sync(fake, s3):
-    """s3cmd's own walk skips a directory it cannot read; the planner must fail instead."""
+UNREADABLE_LINE = re.compile(
+    r"log-migration: cannot read (?P<path>.+) \((?P<kind>a directory|a file), owner root:root, mode (?P<mode>0\d{3})\) "
+    r"as nobody: the log steps read the tree as the SSH user, without sudo, as the runbook does; (?P<fix>.+), then re-run")
+
+
+@pytest.mark.parametrize("step", ["sync", "verify"])
+@pytest.mark.parametrize("what", ["subdir", "file", "logs_dir"])
+def test_a_path_the_ssh_user_cannot_read_fails_before_any_upload_in_one_line_naming_it_and_the_fix(s3, step, what):
+    """The log steps run as the SSH user without sudo: s3cmd's own walk would skip what it cannot
+    read; the helper fails instead, on one line naming the path, its owner and mode, and the fix
+    (the sync before any request; the verify after its listing, before comparing)."""
     base = Path(tempfile.mkdtemp(prefix="log-migration-eacces-"))  # outside pytest's 0700 tmp dirs
     try:
         base.chmod(0o755)
+        fake = FakeS3cmd(base / "fake", python="/usr/bin/python3")  # its stand-ins and call log usable by nobody
+        for d in (base / "fake", fake.bin):
+            d.chmod(0o777)
+        fake.tmp.chmod(0o1777)
         logs = base / "logs"
         make_tree(logs, files=20, seed=8)
         scratch_parent = base / "tmp"
         scratch_parent.mkdir()
         scratch_parent.chmod(0o1777)
-        locked = logs / "dag_id=locked"
-        locked.mkdir(mode=0o700)
-        (locked / "a.log").write_text("x")
-        proc = subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "bash", "-c", sync(logs, s3, 2), "log-migration"],
-                              input=KEYS, capture_output=True, text=True, timeout=60,
-                              env={**fake.env, "TMPDIR": str(scratch_parent)})
-        assert proc.returncode == 1, f"an unreadable dir fails the sync: {proc.stderr}"
-        assert "Permission denied" in proc.stderr and "the upload of" in proc.stderr, proc.stderr
+        listing_file = base / "listing.txt"
+        listing_file.write_text("")
+        listing_file.chmod(0o644)
+        if what == "subdir":
+            victim = logs / "dag_id=locked"
+            victim.mkdir(mode=0o700)
+            (victim / "a.log").write_text("x")
+        elif what == "file":
+            victim = logs / "scheduler" / "secret.log"
+            victim.write_text("x")
+            victim.chmod(0o600)
+        else:
+            victim = logs
+            victim.chmod(0o700)
+        script = sync(logs, s3, 2) if step == "sync" else lm.verify_script(str(logs), "logs.test", s3.endpoint, "dpe")
+        proc = subprocess.run([shutil.which("runuser") or "/usr/sbin/runuser", "-u", "nobody", "--", "bash", "-c", script,
+                               "log-migration"], input=KEYS, capture_output=True, text=True, timeout=60,
+                              env={**fake.env, "TMPDIR": str(scratch_parent), "FAKE_S3CMD_LISTING": str(listing_file)})
+        if step == "verify" and what == "file":
+            # verify reads sizes only: an unreadable file is no obstacle (it is checked like any other)
+            assert proc.returncode == 1 and "does not hold every file" in proc.stderr, proc.stderr
+            return
+        assert proc.returncode == 1, f"{what} unreadable: the {step} must fail: {proc.stderr}"
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1, f"exactly one line on stderr, got {len(lines)}: {proc.stderr}"
+        match = UNREADABLE_LINE.fullmatch(lines[0])
+        assert match, f"the line names the path, owner, mode and the fix: {lines[0]}"
+        assert match["path"] == str(victim), f"it names {victim}, not {match['path']}"
+        assert match["kind"] == ("a file" if what == "file" else "a directory"), lines[0]
+        assert "usermod -aG root nobody" in match["fix"], f"the fix adds the user to the owning group: {match['fix']}"
+        assert f"chmod -R g+rX {victim}" in match["fix"], f"the group cannot read it either: the fix says chmod g+rX: {match['fix']}"
         assert s3.puts() == Counter(), "no upload starts from a partial walk"
+        if step == "sync":
+            assert s3.requests == [], "the walk comes before any request"
         assert list(scratch_parent.iterdir()) == [], "the scratch dir is removed"
+        assert proc.stdout == "", "nothing on stdout"
+        assert not fake.sudo_log.exists(), "the log steps never call sudo"
     finally:
+        for path in base.rglob("*"):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        base.chmod(0o755)
+        (base / "logs").chmod(0o755)
         shutil.rmtree(base)
 
+
+def test_the_fix_names_only_the_group_when_the_group_can_already_read():
+    namespace = uploader_namespace()
+    base = Path(tempfile.mkdtemp(prefix="log-migration-hint-"))
+    try:
+        (base / "logs").mkdir(mode=0o750)
+        (base / "logs").chmod(0o750)
+        line = namespace["unreadable_line"](str(base / "logs"), b".")
+        assert line.startswith(f"cannot read {base / 'logs'} (a directory, owner root:root, mode 0750) as root: "), line
+        assert line.endswith("; add root to the group root (usermod -aG root root), then re-run"), \
+            f"the group can read it: the group membership alone is the fix, no chmod: {line}"
+    finally:
+        shutil.rmtree(base)
 
 
 # --- progress and the downtime lines ------------------------------------------------------------------
@@ -640,7 +726,7 @@ def test_the_final_pass_says_when_the_downtime_can_end(fake, s3, tmp_path):
 
 def uploader_namespace() -> dict:
     namespace: dict = {"__name__": "uploader_under_test"}
-    exec(compile(lm._UPLOADER_PY, "uploader", "exec"), namespace)  # the exact text the script runs
+    exec(compile(remote.script_file("log_sync.py"), "log_sync.py", "exec"), namespace)  # the exact text the script runs
     return namespace
 
 
@@ -745,22 +831,23 @@ def test_verify_refuses_a_listing_it_cannot_parse(fake, tmp_path):
     assert proc.returncode == 1 and "cannot parse line" in proc.stderr, proc.stderr
 
 
-# --- stop the legacy services: stand-in puppet and systemctl -----------------------------------------
+# --- stop the legacy services: stand-in puppet, systemctl and sudo -----------------------------------
 
 FAKE_PUPPET = textwrap.dedent('''\
     #!{python}
     import json, os, sys
-    state = os.environ["FAKE_SVC_DIR"]
+    state = os.environ.get("FAKE_SVC_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(state, "calls.jsonl"), "a") as log:
-        log.write(json.dumps({{"tool": "puppet", "argv": sys.argv[1:]}}) + "\\n")
+        log.write(json.dumps({{"tool": "puppet", "argv": sys.argv[1:], "uid": os.getuid()}}) + "\\n")
     args = sys.argv[1:]
     if args[:2] == ["config", "print"] and args[2] == "agent_disabled_lockfile":
         print(os.path.join(state, "agent_disabled.lock"))
     elif args[:2] == ["config", "print"] and args[2] == "agent_catalog_run_lockfile":
         print(os.path.join(state, "agent_catalog_run.lock"))
     elif args[:2] == ["agent", "--disable"] and len(args) == 3:
-        with open(os.path.join(state, "agent_disabled.lock"), "w") as f:
-            json.dump({{"disabled_message": args[2]}}, f)
+        if not os.path.exists(os.path.join(state, "agent_disabled.lock")):  # as puppet: an existing lock is kept
+            with open(os.path.join(state, "agent_disabled.lock"), "w") as f:
+                json.dump({{"disabled_message": args[2]}}, f)
     else:
         sys.exit("fake puppet: unsupported %r" % args)
 ''')
@@ -768,9 +855,9 @@ FAKE_PUPPET = textwrap.dedent('''\
 FAKE_SYSTEMCTL = textwrap.dedent('''\
     #!{python}
     import fnmatch, json, os, sys
-    state = os.environ["FAKE_SVC_DIR"]
+    state = os.environ.get("FAKE_SVC_DIR") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(state, "calls.jsonl"), "a") as log:
-        log.write(json.dumps({{"tool": "systemctl", "argv": sys.argv[1:]}}) + "\\n")
+        log.write(json.dumps({{"tool": "systemctl", "argv": sys.argv[1:], "uid": os.getuid()}}) + "\\n")
     units_file = os.path.join(state, "units.json")
     units = json.load(open(units_file))
     args = sys.argv[1:]
@@ -780,7 +867,11 @@ FAKE_SYSTEMCTL = textwrap.dedent('''\
         for u in matching:
             if units[u] in ("active", "stuck"):
                 print("%s loaded active running Airflow %s" % (u, u))
+    elif args[0] == "show" and args[1:3] == ["--property=LoadState", "--value"] and len(args) == 4:
+        print("loaded" if args[3] in units else "not-found")
     elif args[0] == "stop":
+        if os.getuid() != 0:
+            sys.exit("fake systemctl: stop needs root (Access denied)")
         for u in matching:
             if units[u] == "active":
                 units[u] = "inactive"
@@ -789,19 +880,42 @@ FAKE_SYSTEMCTL = textwrap.dedent('''\
         sys.exit("fake systemctl: unsupported %r" % args)
 ''')
 
+# a stand-in sudo first on PATH (the script's sudo array is "sudo -n"): records, then runs the call
+FAKE_SUDO = textwrap.dedent('''\
+    #!{python}
+    import json, os, sys
+    with open(os.path.join(os.environ["FAKE_SVC_DIR"], "sudo.jsonl"), "a") as log:
+        log.write(json.dumps(sys.argv[1:]) + "\\n")
+    if sys.argv[1:2] != ["-n"] or not sys.argv[2].startswith("/"):
+        sys.exit("fake sudo: expected -n and an absolute path, got %r" % sys.argv[1:])
+    os.execv(sys.argv[2], sys.argv[2:])
+''')
+
 
 class FakeServices:
-    def __init__(self, root: Path, units: dict[str, str]):
+    """Stand-in puppet and systemctl keeping state in ``root`` (units.json, the lock files,
+    calls.jsonl), and a recording sudo.  ``tools`` are their paths, for ``stop_legacy_script``;
+    ``run`` also takes a script built with the production paths (LegacyTools()), whose values
+    it points at the stand-ins (the values block is the only place they are named)."""
+
+    def __init__(self, root: Path, units: dict[str, str], python: str = sys.executable):
         self.root = root
-        bin_dir = root / "bin"
-        bin_dir.mkdir(parents=True)
-        for name, text in (("puppet", FAKE_PUPPET), ("systemctl", FAKE_SYSTEMCTL)):
-            (bin_dir / name).write_text(text.format(python=sys.executable))
-            (bin_dir / name).chmod(0o755)
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True)
+        for name, text in (("puppet", FAKE_PUPPET), ("systemctl", FAKE_SYSTEMCTL), ("sudo", FAKE_SUDO)):
+            (self.bin / name).write_text(text.format(python=python))
+            (self.bin / name).chmod(0o755)
         (root / "units.json").write_text(json.dumps(units))
-        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_SVC_DIR": str(root), "HOME": str(root)}
+        self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_SVC_DIR": str(root), "HOME": str(root)}
+        self.tools = lm.LegacyTools(puppet=str(self.bin / "puppet"), systemctl=str(self.bin / "systemctl"))
+
+    def script(self, instance: str = "search", **kwargs) -> str:
+        return lm.stop_legacy_script(instance, tools=self.tools, **kwargs)
 
     def run(self, script: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        production = lm.LegacyTools()
+        for name in ("puppet", "systemctl"):
+            script = script.replace(f"\n{name}={getattr(production, name)}\n", f"\n{name}={getattr(self.tools, name)}\n")
         return subprocess.run(["bash", "-c", script, "stop-legacy"], capture_output=True, text=True,
                               env=self.env, timeout=30, cwd=cwd, stdin=subprocess.DEVNULL)
 
@@ -810,27 +924,36 @@ class FakeServices:
         calls = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         return [c["argv"] for c in calls if tool is None or c["tool"] == tool]
 
+    def sudo_calls(self) -> list[list[str]]:
+        """Every call made through sudo: the argv after ``-n``."""
+        path = self.root / "sudo.jsonl"
+        return [json.loads(line)[1:] for line in path.read_text().splitlines()] if path.exists() else []
+
     def units(self) -> dict[str, str]:
         return json.loads((self.root / "units.json").read_text())
 
     def reset_calls(self) -> None:
         (self.root / "calls.jsonl").unlink(missing_ok=True)
+        (self.root / "sudo.jsonl").unlink(missing_ok=True)
 
 
 RUNNING = {"airflow-scheduler@search.service": "active", "airflow-webserver@search.service": "active",
            "airflow-kerberos@search.service": "active", "airflow-dags-sync.service": "active",
            "ssh.service": "active"}
-PATTERNS = ["airflow-webserver@*.service", "airflow-kerberos@*.service", "airflow-scheduler@*.service"]
+UNITS = ["airflow-webserver@search.service", "airflow-kerberos@search.service", "airflow-scheduler@search.service"]
+# another instance on the same VM: the runbook's @* patterns would stop it too
+OTHER_INSTANCE = {"airflow-scheduler@analytics_test.service": "active", "airflow-webserver@analytics_test.service": "active"}
 
 
 def test_stop_makes_the_runbook_calls_then_is_idempotent(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
-    script = lm.stop_legacy_script("search")
+    script = svc.script()
     first = svc.run(script)
     assert first.returncode == 0, first.stderr
     assert ["agent", "--disable", "airflow scheduler migration to Kubernetes"] in svc.calls("puppet"), \
         "puppet agent --disable with the runbook's reason, as one argument"
-    assert ["stop", *PATTERNS] in svc.calls("systemctl"), "systemctl stop with the runbook's three unit patterns"
+    stops = [c for c in svc.calls("systemctl") if c[0] == "stop"]
+    assert stops == [["stop", unit] for unit in UNITS], f"one systemctl stop per unit of the instance, exactly: {stops}"
     assert svc.units() == {**RUNNING, "airflow-scheduler@search.service": "inactive",
                            "airflow-webserver@search.service": "inactive",
                            "airflow-kerberos@search.service": "inactive"}, "only the airflow units stopped"
@@ -849,29 +972,67 @@ def test_stop_makes_the_runbook_calls_then_is_idempotent(tmp_path):
                              "none was running\n"), second.stdout
 
 
+def test_stop_logs_when_the_downtime_started(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    first = svc.run(svc.script())
+    assert re.search(rf"^stop-legacy: {STAMP} downtime started: the legacy services of airflow-search are stopped "
+                     r"\(airflow-kerberos@search.service airflow-scheduler@search.service airflow-webserver@search.service\)$",
+                     first.stderr, re.M), first.stderr
+    second = svc.run(svc.script())
+    assert re.search(rf"^stop-legacy: {STAMP} downtime started earlier: no legacy service of airflow-search was running$",
+                     second.stderr, re.M), second.stderr
+
+
+def test_stop_touches_only_this_instances_units(tmp_path):
+    svc = FakeServices(tmp_path / "svc", {**RUNNING, **OTHER_INSTANCE})
+    proc = svc.run(svc.script())
+    assert proc.returncode == 0, proc.stderr
+    assert all(svc.units()[u] == "active" for u in OTHER_INSTANCE), f"another instance's units were stopped: {svc.units()}"
+    listed = [c for c in svc.calls("systemctl") if c[0] == "list-units"]
+    assert listed and all(c[-3:] == UNITS for c in listed), f"systemctl lists the three units by exact name: {listed}"
+
+
+def test_stop_changes_nothing_when_the_legacy_name_is_wrong(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    proc = svc.run(svc.script(logs_dir="/srv/airflow-serach/logs"))  # a typo in legacy.logsDir
+    assert proc.returncode == 1
+    assert ("systemd has no unit airflow-scheduler@serach.service (LoadState=not-found): "
+            "is 'serach' the legacy instance's name? (from legacy.logsDir)") in proc.stderr, proc.stderr
+    assert svc.calls("puppet") == [] and svc.sudo_calls() == [], "nothing was asked of puppet or sudo"
+    assert svc.units() == RUNNING
+
+
+@pytest.mark.parametrize("instance, logs_dir, name", [
+    ("search", None, "search"),
+    ("search", "/srv/airflow-search/logs", "search"),
+    ("platform-eng", "/srv/airflow-platform_eng/logs", "platform_eng"),
+    ("platform-eng", None, "platform_eng"),
+    ("analytics-product", "/mnt/logs/analytics", "analytics_product"),
+    ("search", "/srv/airflow-search/logs/", "search"),
+])
+def test_the_legacy_name_comes_from_the_logs_dir_else_the_instance(instance, logs_dir, name):
+    assert lm.legacy_name(instance, logs_dir) == name, f"{instance} with logs dir {logs_dir}: the legacy name"
+
+
+@pytest.mark.parametrize("logs_dir", ["/srv/airflow-a b/logs", "/srv/airflow-x@y/logs", "/srv/airflow-$(id)/logs"])
+def test_a_logs_dir_that_names_no_unit_is_refused(logs_dir):
+    with pytest.raises(ValueError, match="not a systemd instance name"):
+        lm.legacy_name("search", logs_dir)
+
+
 def test_stop_keeps_another_operators_disable_reason(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     (tmp_path / "svc" / "agent_disabled.lock").write_text(json.dumps({"disabled_message": "T12345 kernel upgrade"}))
-    proc = svc.run(lm.stop_legacy_script("search"))
+    proc = svc.run(svc.script())
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "svc" / "agent_disabled.lock").read_text()) == \
         {"disabled_message": "T12345 kernel upgrade"}, "the other reason is kept"
     assert "already disabled" in proc.stdout
 
 
-def test_stop_passes_the_unit_patterns_unexpanded(tmp_path):
-    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    (cwd / "airflow-scheduler@decoy.service").write_text("a file the shell glob would match")
-    proc = svc.run(lm.stop_legacy_script("search"), cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
-    assert ["stop", *PATTERNS] in svc.calls("systemctl"), "systemctl got the patterns, not the cwd's file names"
-
-
 def test_stop_fails_when_a_unit_stays_active(tmp_path):
     svc = FakeServices(tmp_path / "svc", {**RUNNING, "airflow-scheduler@search.service": "stuck"})
-    proc = svc.run(lm.stop_legacy_script("search"))
+    proc = svc.run(svc.script())
     assert proc.returncode == 1
     assert "still active after systemctl stop: airflow-scheduler@search.service" in proc.stderr, proc.stderr
     assert proc.stdout == ""
@@ -882,19 +1043,126 @@ def test_stop_waits_for_a_puppet_run_in_progress(tmp_path):
     run = subprocess.Popen(["sleep", "30"])
     try:
         (tmp_path / "svc" / "agent_catalog_run.lock").write_text(f"{run.pid}")
-        proc = svc.run(lm.stop_legacy_script("search", run_wait_seconds=1))
+        proc = svc.run(svc.script(run_wait_seconds=1))
         assert proc.returncode == 1, "a run that does not end in time fails the step"
         assert f"puppet agent run (pid {run.pid}) is still in progress" in proc.stderr, proc.stderr
         assert not any(c[0] == "stop" for c in svc.calls("systemctl")), "services are not stopped under a running agent"
     finally:
         run.kill()
         run.wait()
-    proc = svc.run(lm.stop_legacy_script("search", run_wait_seconds=1))  # now a stale lock: the pid is gone
+    proc = svc.run(svc.script(run_wait_seconds=1))  # now a stale lock: the pid is gone
     assert proc.returncode == 0, proc.stderr
-    assert ["stop", *PATTERNS] in svc.calls("systemctl")
+    assert [c for c in svc.calls("systemctl") if c[0] == "stop"] == [["stop", unit] for unit in UNITS]
 
 
 @pytest.mark.parametrize("instance", ["Search", "x y", "-rf", "$(id)", ""])
 def test_stop_refuses_bad_instance_names(instance):
     with pytest.raises(ValueError):
         lm.stop_legacy_script(instance)
+
+
+# --- least privilege: the stop step's sudo calls are exactly the rendered rules -----------------------
+
+def rules(timeout_seconds: int = 600, tools: lm.LegacyTools = lm.LegacyTools()) -> sudoers.HostRules:
+    return lm.sudoers_rules("search", "pulumi-airflow", host="an-airflow1005.eqiad.wmnet", logs_dir=LOGS,
+                            timeout_seconds=timeout_seconds, tools=tools)
+
+
+def test_the_rules_render_for_visudo_with_exact_commands_only():
+    text = sudoers.render(rules())
+    assert text.splitlines()[-5:] == [
+        "    /usr/bin/timeout --kill-after\\=1s 600s /usr/bin/systemctl stop airflow-webserver@search.service, \\",
+        "    /usr/bin/timeout --kill-after\\=1s 600s /usr/bin/systemctl stop airflow-kerberos@search.service, \\",
+        "    /usr/bin/timeout --kill-after\\=1s 600s /usr/bin/systemctl stop airflow-scheduler@search.service",
+        "Defaults!AIRFLOW_SEARCH_LEGACY command_timeout=600",
+        "pulumi-airflow ALL = (root) NOPASSWD: AIRFLOW_SEARCH_LEGACY",
+    ], text
+    assert "Cmnd_Alias AIRFLOW_SEARCH_LEGACY = \\\n" in text
+    assert ("    /usr/bin/timeout --kill-after\\=1s 600s /usr/bin/puppet agent --disable airflow scheduler migration to "
+            "Kubernetes, \\\n") in text, "the disable reason, spaces as written (one argument)"
+    visudo = shutil.which("visudo") or "/usr/sbin/visudo"
+    check = subprocess.run([visudo, "-cf", "-"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, f"visudo refuses the rendered rules: {check.stdout}{check.stderr}\n{text}"
+
+
+def test_the_rules_hold_no_wildcard_no_shell_and_no_free_argument():
+    r = rules()
+    assert r.command_timeout_seconds == 600, "sudo's command_timeout is the step's timeout"
+    assert r.alias == "AIRFLOW_SEARCH_LEGACY" and r.runas == "root" and r.env_keep == ()
+    for argv in r.commands:
+        assert argv[:3] == ("/usr/bin/timeout", "--kill-after=1s", "600s"), f"a root-side timeout bounds {argv}"
+        assert argv[3] in ("/usr/bin/puppet", "/usr/bin/systemctl"), f"only puppet and systemctl run as root: {argv}"
+        assert not any(re.search(r"[*?\[\]]", a) for a in argv), f"no wildcard in {argv}"
+        assert sudoers.command_line(argv).count(" ") == " ".join(argv).count(" "), "nothing to escape but the '='"
+    tools = {argv[3:5] for argv in r.commands}
+    assert tools == {("/usr/bin/puppet", "config"), ("/usr/bin/puppet", "agent"), ("/usr/bin/systemctl", "stop")}
+    assert not any("--enable" in argv for argv in r.commands), "the program never re-enables puppet"
+
+
+def test_the_rules_follow_the_step_timeout_the_tools_and_the_instance():
+    custom = lm.LegacyTools(puppet="/opt/puppetlabs/bin/puppet", systemctl="/bin/systemctl", timeout="/bin/timeout")
+    r = lm.sudoers_rules("platform-eng", "deploy", host="an-airflow1004.eqiad.wmnet", timeout_seconds=1200, tools=custom)
+    assert r.commands[0] == ("/bin/timeout", "--kill-after=1s", "1200s", "/opt/puppetlabs/bin/puppet", "config", "print",
+                             "agent_disabled_lockfile")
+    assert r.commands[-1] == ("/bin/timeout", "--kill-after=1s", "1200s", "/bin/systemctl", "stop",
+                              "airflow-scheduler@platform_eng.service")
+    assert r.command_timeout_seconds == 1200 and r.alias == "AIRFLOW_PLATFORM_ENG_LEGACY" and r.user == "deploy"
+
+
+@pytest.mark.parametrize("path", ["puppet", "/usr/bin/../bin/puppet", "/usr/bin/pup pet", "/usr/bin/*"])
+def test_tool_paths_must_be_plain_absolute_paths(path):
+    with pytest.raises(ValueError, match="plain absolute path"):
+        lm.LegacyTools(puppet=path)
+
+
+def test_every_sudo_call_of_the_stop_script_is_exactly_one_rule(tmp_path):
+    """Run the stop script built with use_sudo (as the search stack) against the stand-ins: each
+    call through the recording sudo must equal one rule's command (sudo matches the arguments
+    exactly), and together they use every rule on a first run."""
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    allowed = rules(tools=svc.tools).commands
+    script = svc.script(logs_dir=LOGS, use_sudo=True, timeout_seconds=600)
+    first = svc.run(script)
+    assert first.returncode == 0, first.stderr
+    made = svc.sudo_calls()
+    for call in made:
+        assert [tuple(call) == rule for rule in allowed].count(True) == 1, f"{call} is not exactly one sudoers rule"
+    assert sorted(map(tuple, made)) == sorted(allowed), "a first run uses every rule, each once"
+    assert not any(c[0] in ("list-units", "show") for c in svc.calls("systemctl") if c in [m[4:] for m in made]), \
+        "listing units needs no privilege"
+    svc.reset_calls()
+    second = svc.run(script)
+    assert second.returncode == 0, second.stderr
+    again = svc.sudo_calls()
+    assert all(tuple(call) in allowed for call in again), again
+    assert [c[4:] for c in again] == [["config", "print", "agent_disabled_lockfile"],
+                                      ["config", "print", "agent_catalog_run_lockfile"]], \
+        f"a second run reads puppet's lock paths only: {again}"
+
+
+def test_without_sudo_the_same_calls_run_directly(tmp_path):
+    """remoteSudo false (the SSH user is root): the same bounded calls, no sudo."""
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    proc = svc.run(svc.script(use_sudo=False))
+    assert proc.returncode == 0, proc.stderr
+    assert svc.sudo_calls() == [], "no sudo when the stack says remoteSudo: false"
+    assert "\nsudo=()\n" in svc.script(use_sudo=False) and "\nsudo=(sudo -n)\n" in svc.script(use_sudo=True)
+
+
+def test_the_search_stacks_stop_step_asks_sudo_for_exactly_its_manual_steps_rules(tmp_path):
+    """What the program registers and what the operator installs come from one place: the stop
+    script of the search stack (remoteSudo true), run against the stand-ins, asks sudo for exactly
+    the commands of migration.legacy_sudoers_rules(cfg), with the production tool paths."""
+    from components import migration
+    from tests.conftest import stack_cfg
+
+    cfg = stack_cfg("search")
+    script, r = migration.stop_legacy_script(cfg), migration.legacy_sudoers_rules(cfg)
+    assert cfg.remote_sudo and "\nsudo=(sudo -n)\n" in script, "the search stack says remoteSudo: true"
+    assert r.user == cfg.ssh_user and r.command_timeout_seconds == cfg.command_timeout_minutes * 60
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    proc = svc.run(script)  # the production tool paths pointed at the stand-ins
+    assert proc.returncode == 0, proc.stderr
+    production = {svc.tools.puppet: "/usr/bin/puppet", svc.tools.systemctl: "/usr/bin/systemctl"}
+    made = [tuple(production.get(a, a) for a in call) for call in svc.sudo_calls()]
+    assert sorted(made) == sorted(r.commands), f"sudo calls {made} differ from the rules {r.commands}"

@@ -1,9 +1,8 @@
 """The log-migration scripts (components/log_migration.py) run for real against a Ceph RGW.
 
-One synthetic Airflow log tree (2,000 files, skewed DAG sizes so that the planner cuts the
-biggest DAG into --files-from chunks) and one bucket are shared by the module: the first pass
-is SIGKILLed half way and re-run (the "safe to kill" promise), and every later test leaves the
-tree and the bucket in sync again, so the tests hold in any order.  The scripts run exactly as
+One synthetic Airflow log tree (20,000 files, skewed DAG sizes) and one bucket are shared by
+the module: the first pass is SIGKILLed half way and re-run (the "safe to kill" promise), and
+every later test leaves the tree and the bucket in sync again, so the tests hold in any order.  The scripts run exactly as
 the Command runs them, ``bash -c SCRIPT NAME`` with the keys on stdin, against the loopback
 RGW over http (plus one https run with the fixture's CA).
 """
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from components import log_migration as lm
+from components import remote
 from tests.integration.fixtures_logtree import LogTree, make_tree, mutate
 from tests.integration.fixtures_rgw import ArgvWatcher, RgwCluster, S3Keys, ScriptRun, checksum_env, rgw  # noqa: F401
 
@@ -144,7 +144,7 @@ def migration(rgw: RgwCluster, tmp_path_factory: pytest.TempPathFactory) -> Migr
                 break
             time.sleep(0.1)
         assert first.poll() is None, f"the first pass ended before it could be killed: {first.stderr.read()}"
-        os.killpg(first.pid, signal.SIGKILL)  # the script, xargs, the job shells and every s3cmd
+        os.killpg(first.pid, signal.SIGKILL)  # the script and its python3 uploader
         first.wait(timeout=10)
     first.stdout.close()
     first.stderr.close()
@@ -357,7 +357,7 @@ def test_progress_lines_match_the_bucket_while_the_sync_runs(rgw, migration, tmp
 
 def lm_human_bytes(n: int) -> str:
     namespace: dict = {"__name__": "uploader_under_test"}
-    exec(compile(lm._UPLOADER_PY, "uploader", "exec"), namespace)
+    exec(compile(remote.script_file("log_sync.py"), "log_sync.py", "exec"), namespace)  # what the script ships
     return namespace["human_bytes"](n)
 
 
