@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -101,7 +102,14 @@ HELPER = "rgw_admin.py"
 
 def rgw_admin_code() -> str:
     """components/scripts/rgw_admin.py as run: the file without its module docstring."""
-    source = remote.script_file(HELPER)
+    return _without_docstring(remote.script_file(HELPER))
+
+
+@functools.lru_cache(maxsize=4)
+def _without_docstring(source: str) -> str:
+    # parsed once per text: every render asks for it on each of its privileged command lines (in
+    # the unit suite's long-lived workers, CPython 3.11's ast.parse here now and then failed with
+    # "SystemError: AST constructor recursion depth mismatch"; cause not pinned down)
     first = ast.parse(source).body[0]
     return "".join(source.splitlines(keepends=True)[first.end_lineno:]).lstrip("\n")
 
