@@ -40,8 +40,21 @@ def pins(text: str) -> dict[str, str]:
     return out
 
 
+_VERSIONS: dict[tuple[object, str], str] = {}
+
+
+def _installed_version(name: str) -> str:
+    """``metadata.version(name)``, looked up once per process (a scan of sys.path, ~1 ms a
+    package: `./dev preview --all` and the tests run the program many times in one process)."""
+    lookup = metadata.version
+    key = (lookup, name)
+    if key not in _VERSIONS:
+        _VERSIONS[key] = lookup(name)
+    return _VERSIONS[key]
+
+
 def mismatches(wanted: dict[str, str], installed=None) -> list[str]:
-    installed = installed or metadata.version
+    installed = installed or _installed_version
     problems = []
     for name, version in sorted(wanted.items()):
         try:

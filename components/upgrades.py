@@ -15,6 +15,7 @@ The rollout order itself is tools/rollout.py.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,17 @@ from components.config import PROJECT, ConfigError, InstanceConfig
 from components.config_errors import config_command
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(text: str) -> Any:
+    # the same file text parses to the same document: `./dev preview --all` and the tests render
+    # many stacks against one canary file (the document is only read, never changed)
+    return yaml.safe_load(text)
+
+
+def _load(path: Path) -> Any:
+    return _parsed(path.read_text(encoding="utf-8"))
 
 
 def _stack_value(project: dict[str, Any], stack_doc: dict[str, Any], key: str) -> Any:
@@ -43,8 +55,8 @@ def canary_versions(canary: str, root: Path = ROOT) -> dict[str, set[str]]:
     if not path.is_file():
         raise ConfigError("canaryStack", f"no stack file Pulumi.{canary}.yaml", "name an existing stack as the canary")
     try:
-        project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        project = _load(root / "Pulumi.yaml")
+        doc = _load(path) or {}
         return {
             "image": {str(_stack_value(project, doc, "imageVersion")), *map(str, _stack_value(project, doc, "imageHistory") or [])},
             "chart": {str(_stack_value(project, doc, "airflowChartVersion")), *map(str, _stack_value(project, doc, "chartHistory") or [])},
@@ -60,8 +72,8 @@ def canary_moved_from(canary: str, key: str, root: Path = ROOT) -> tuple[str, st
     ``key`` with another version than the project default, i.e. it moved away from the default
     (the runbook's first upgrade step: `pulumi config set -s <canary> imageVersion <new>`)."""
     history = {"imageVersion": "imageHistory", "airflowChartVersion": "chartHistory"}[key]
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text(encoding="utf-8"))
-    doc = yaml.safe_load((root / f"Pulumi.{canary}.yaml").read_text(encoding="utf-8")) or {}
+    project = _load(root / "Pulumi.yaml")
+    doc = _load(root / f"Pulumi.{canary}.yaml") or {}
     override = (doc.get("config") or {}).get(f"{PROJECT}:{key}")
     default = _stack_value(project, {}, key)
     if override is None or str(override) == str(default):

@@ -4,17 +4,18 @@ Speed (the unit suite runs in two pytest-xdist workers, each its own process wit
 mock runtime and caches):
 * ``stack_config`` reads and decrypts each stack file once per process (keyed by the files'
   bytes, so an edited file is read again), and PBKDF2 keys are kept for the whole process;
-* ``run_stack`` keeps each render by its inputs (stack, overrides, dropped keys, secret
-  overrides): the program is deterministic (tests/test_preview_diff.py checks it), so a test
-  asking for the same inputs gets the same registrations.  A test that uses ``monkeypatch``
-  (it may patch the program, its mocks or the environment) always renders afresh, as does
-  ``run_stack(..., fresh=True)``.
+* every render of the real program (``run_stack``, and ``mockrun.run_program`` called by a
+  test or by a tool a test runs in-process) goes through ``mockrun.RenderCache``: a render
+  is kept by everything that decides it (config, environment, stack files, the mocks' state)
+  and a later identical render replays the kept one's mock calls instead of running the
+  program (tests/test_render_cache.py proves a replay equals a render).  A test that patched
+  attributes with ``monkeypatch`` (it may patch the program or its mocks) always renders
+  afresh, as does ``run_stack(..., fresh=True)``; environment changes are part of the key.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -68,21 +69,34 @@ def stack_config(stack: str, overrides: dict[str, Any] | None = None, drop: tupl
     return config, secret_keys
 
 
-_RUNS: dict[str, mockrun.Run] = {}
-_current_test: dict[str, Any] = {"fixtures": ()}
+_current_test: dict[str, Any] = {"fixtures": (), "monkeypatch": None}
+
+
+def _may_use_kept_renders() -> bool:
+    """Not for a test that patched an attribute (of the program, its mocks, a tool) or a mapping
+    other than the environment, which is part of the render's key."""
+    mp = _current_test["monkeypatch"]
+    if mp is None:
+        return True
+    setattrs, setitems = getattr(mp, "_setattr", None), getattr(mp, "_setitem", None)
+    if setattrs is None or setitems is None:  # another pytest: be safe
+        return False
+    return not setattrs and all(target is os.environ for target, _, _ in setitems)
+
+
+mockrun.RENDER_CACHE = mockrun.RenderCache(allowed=_may_use_kept_renders)
 
 
 def run_stack(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = (),
               secret_overrides: dict[str, str] | None = None, fresh: bool = False) -> mockrun.Run:
     config, secret_keys = stack_config(stack, overrides, drop, secret_overrides)
-    if fresh or "monkeypatch" in _current_test["fixtures"]:
+    if not fresh:
         return mockrun.run_program("airflow", stack, config, secret_keys)
-    # keyed by what reaches the program (the config after overrides) and the environment it reads
-    env = sorted((k, v) for k, v in os.environ.items() if not k.startswith("PYTEST_"))
-    key = json.dumps([stack, sorted(config.items()), sorted(secret_keys), env])
-    if key not in _RUNS:
-        _RUNS[key] = mockrun.run_program("airflow", stack, config, secret_keys)
-    return _RUNS[key]
+    cache, mockrun.RENDER_CACHE = mockrun.RENDER_CACHE, None
+    try:
+        return mockrun.run_program("airflow", stack, config, secret_keys)
+    finally:
+        mockrun.RENDER_CACHE = cache
 
 
 def stack_cfg(stack: str, overrides: dict[str, Any] | None = None):
@@ -115,10 +129,12 @@ os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
 
 @pytest.fixture(autouse=True)
 def _which_test(request):
-    """run_stack renders afresh for a test that may patch what the program sees."""
+    """Kept renders are not served to a test that patched what the program sees."""
     _current_test["fixtures"] = tuple(request.fixturenames)
+    _current_test["monkeypatch"] = request.getfixturevalue("monkeypatch") if "monkeypatch" in request.fixturenames else None
     yield
     _current_test["fixtures"] = ()
+    _current_test["monkeypatch"] = None
 
 
 # Modules that write a stack file into the repository (test_secret_leaks: Pulumi.leaktest.yaml)

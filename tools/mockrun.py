@@ -7,15 +7,29 @@ parent, dependsOn and additionalSecretOutputs are visible), and the program run 
 ``run_in_stack`` exactly like the language host's exec script does.
 
 Not an engine: there is no state, no diff and no provider; it renders the desired state.
+
+Speed (a render is ~1,000 asyncio callbacks and ~40 monitor calls; the unit suite makes
+hundreds): the mock monitor runs inline on the event loop instead of on the SDK's executor
+threads (``_InlineExecutor``), and the SDK's per-registration Python stack-trace capture
+(``pulumi.runtime.resource._get_stack_trace``, the engine's source positions, which the mock
+monitor drops) is skipped while a render runs.  Both are mock-runtime only: ``pulumi up``
+never imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
+import io
+import json
+import os
+import pickle
 import runpy
 import string
+import threading
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +37,11 @@ from typing import Any, Callable
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pm
+from pulumi.runtime import resource as _sdk_resource
 from pulumi.runtime import rpc
 from pulumi.runtime import settings
 from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,6 +283,41 @@ class RecordingMonitor(pm.MockMonitor):
         return [self.registrations[u] for u in self.order]
 
 
+class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The SDK sends every monitor call through ``loop.run_in_executor`` (a thread hop per
+    call, for a real gRPC monitor); the mock monitor is plain Python, so it runs inline, in
+    the order the program's tasks send the calls: a render is deterministic.
+
+    As on an executor thread, the call sees its own event loop (the mock monitor serializes
+    its answer with ``_sync_await``): on the program's loop that would run other tasks, and so
+    other monitor calls, inside this one."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self._own_loop = asyncio.new_event_loop()
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        program_loop = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(self._own_loop)
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as the pool would
+            future.set_exception(exc)
+        finally:
+            asyncio.set_event_loop(program_loop)
+            asyncio.events._set_running_loop(program_loop)
+        return future
+
+
+_INLINE = _InlineExecutor()
+
+
+_EMPTY_TRACE = source_pb2.StackTrace()
+_SDK_STACK_TRACE = getattr(_sdk_resource, "_get_stack_trace", None)
+
+
 @dataclass
 class Run:
     monitor: RecordingMonitor
@@ -285,12 +336,47 @@ def run_program(
     """Run ``program`` (default: ``__main__.py``) under mocks; exceptions are returned, not raised.
 
     The default mocks are the live-platform model of a brand-new instance after its admin_ng
-    step (tools/platform_model.py): what a first ``pulumi up`` meets."""
+    step (tools/platform_model.py): what a first ``pulumi up`` meets.  With ``RENDER_CACHE``
+    set (the tests), a render of the default program is kept and replayed (``RenderCache``)."""
     if mocks is None:
         from tools import platform_model  # imports this module
 
         mocks = platform_model.new_instance_after_admin_ng()
-    monitor = RecordingMonitor(mocks)
+    cache = RENDER_CACHE if program is None else None
+    key = cache.key(project, stack, config, secret_keys, mocks) if cache is not None else None
+    if key is not None:
+        hit = cache.replay(key, project, stack, config, secret_keys, mocks)
+        if hit is not None:
+            return hit
+    recorder = _Recorder(mocks) if key is not None else mocks
+    monitor = RecordingMonitor(recorder)
+    _prepare(project, stack, config, secret_keys, recorder, monitor)
+
+    def default_program() -> None:
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+
+    loop = asyncio.get_event_loop()
+    default_executor = loop._default_executor  # type: ignore[attr-defined]
+    loop.set_default_executor(_INLINE)
+    if _SDK_STACK_TRACE is not None:
+        _sdk_resource._get_stack_trace = lambda: _EMPTY_TRACE
+    error: BaseException | None = None
+    try:
+        _sync_await(run_in_stack(program or default_program))
+    except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
+        error = exc
+    finally:
+        _forget_leftovers()
+        if _SDK_STACK_TRACE is not None:
+            _sdk_resource._get_stack_trace = _SDK_STACK_TRACE
+        loop._default_executor = default_executor  # type: ignore[attr-defined]
+    if key is not None:
+        cache.keep(key, recorder, monitor, error)
+    return Run(monitor, error, {"mocks": mocks, "config": dict(config)})
+
+
+def _prepare(project: str, stack: str, config: dict[str, str], secret_keys, mocks: pm.Mocks,
+             monitor: pm.MockMonitor) -> None:
     # organization: what the self-managed backend always reports (pulumi/pulumi pkg/backend/diy/state.go),
     # part of the stack name the phase guard reads its own outputs under (components/phase_guard.py)
     pm.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor, organization="organization")
@@ -299,16 +385,185 @@ def run_program(
     settings.set_root_resource(None)
     pulumi.runtime.set_all_config(dict(config), list(secret_keys))
 
-    def default_program() -> None:
-        runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
 
-    try:
-        _sync_await(run_in_stack(program or default_program))
-    except BaseException as exc:  # noqa: BLE001 - reported to the caller, never swallowed silently
-        return Run(monitor, exc, {"mocks": mocks, "config": dict(config)})
-    finally:
-        _forget_leftovers()
-    return Run(monitor, None, {"mocks": mocks, "config": dict(config)})
+# --- keeping renders: the tests render the same stack with the same config many times ----------
+class RenderCacheError(AssertionError):
+    """A kept render cannot be trusted (a test changed it in place, or the mocks are not a
+    function of their state): a bug in the test or the mocks, never hidden."""
+
+
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _StatePickler(pickle.Pickler):
+    """Pickles a mocks object's whole state, functions and closures included (a lazy seed, the
+    operator effects the platform model has pending): equal bytes, equal state."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.FunctionType):
+            cells = tuple(c.cell_contents for c in obj.__closure__ or ())
+            return tuple, (("function", obj.__module__, obj.__qualname__, cells, obj.__defaults__, obj.__kwdefaults__),)
+        if isinstance(obj, _LOCK_TYPES):
+            return tuple, (("lock",),)
+        return NotImplemented
+
+
+def _state_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _StatePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _same_error(a: BaseException, b: BaseException) -> bool:
+    return type(a) is type(b) and a.args == b.args and vars(a) == vars(b)
+
+
+class _Recorder(pm.Mocks):
+    """The mocks, with every call and its answer kept (pickled: later changes to the platform's
+    objects do not reach the record)."""
+
+    def __init__(self, inner: pm.Mocks):
+        self.inner = inner
+        self.calls: list[tuple[str, bytes, bytes | None, BaseException | None]] = []
+        self.replayable = True
+
+    def _keep(self, kind: str, frozen: bytes, answer: Any, error: BaseException | None) -> None:
+        try:
+            self.calls.append((kind, frozen, None if error is not None else pickle.dumps(answer, pickle.HIGHEST_PROTOCOL), error))
+        except Exception:  # noqa: BLE001 - something the record cannot hold: this render is not kept
+            self.replayable = False
+
+    def new_resource(self, args: pm.MockResourceArgs):
+        if args.transforms:
+            self.replayable = False
+        try:
+            frozen = pickle.dumps((args.typ, args.name, args.inputs, args.provider, args.resource_id, args.custom),
+                                  pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001
+            frozen, self.replayable = b"", False
+        try:
+            answer = self.inner.new_resource(args)
+        except BaseException as exc:
+            self._keep("new_resource", frozen, None, exc)
+            raise
+        self._keep("new_resource", frozen, answer, None)
+        return answer
+
+    def call(self, args: pm.MockCallArgs):
+        try:
+            frozen = pickle.dumps((args.token, args.args, args.provider), pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001
+            frozen, self.replayable = b"", False
+        try:
+            answer = self.inner.call(args)
+        except BaseException as exc:
+            self._keep("call", frozen, None, exc)
+            raise
+        self._keep("call", frozen, answer, None)
+        return answer
+
+    def register_transform(self, transform) -> None:
+        self.replayable = False  # a stack transform runs in the program: not replayed
+        self.inner.register_transform(transform)
+
+    def register_invoke_transform(self, transform) -> None:
+        self.replayable = False
+        self.inner.register_invoke_transform(transform)
+
+
+@dataclass
+class _Kept:
+    monitor: RecordingMonitor
+    error: BaseException | None
+    calls: list[tuple[str, bytes, bytes | None, BaseException | None]]
+    fingerprint: bytes
+
+
+class RenderCache:
+    """Renders of the real program kept by everything that decides them, and replayed.
+
+    The program is deterministic (one thread, ``_InlineExecutor``; tests/test_render_cache.py
+    renders twice and compares): what it registers depends only on its config, the environment,
+    the stack files it reads and the mocks' answers.  The key holds the first three and the
+    mocks' state (``_StatePickler``: the whole object, or what its ``render_state()`` says the
+    answers depend on, e.g. a platform without its event log); the mocks' answers are a
+    function of that state and of the calls, which the program makes in the same order each time.  So a render with an
+    equal key would register the same resources: instead of running it, the kept render's mock
+    calls are replayed on the new mocks (their side effects, a platform's new objects and
+    events, happen as in a render) and each answer is checked against the kept one.
+
+    ``allowed()`` (set by tests/conftest.py) says whether the current caller may be served a
+    kept render: not a test that patched the program or its mocks.  The kept ``Run.monitor`` is
+    shared by every caller: it must not be changed in place (checked on each hit)."""
+
+    def __init__(self, allowed: Callable[[], bool] = lambda: True):
+        self.allowed = allowed
+        self._kept: dict[bytes, _Kept] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, project: str, stack: str, config: dict[str, str], secret_keys, mocks: pm.Mocks) -> bytes | None:
+        if not self.allowed():
+            return None
+        try:
+            state = _state_bytes(mocks.render_state() if hasattr(mocks, "render_state") else mocks)
+        except Exception:  # noqa: BLE001 - mocks whose state cannot be pickled: always render
+            return None
+        env = sorted((k, v) for k, v in os.environ.items() if not k.startswith("PYTEST_"))
+        files = sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(ROOT)
+                       if e.name.startswith("Pulumi.") or e.name == "requirements.txt")
+        head = json.dumps([project, stack, sorted(config.items()), sorted(secret_keys), env, files,
+                           type(mocks).__module__, type(mocks).__qualname__]).encode()
+        return hashlib.blake2b(head + b"\0" + state, digest_size=32).digest()
+
+    @staticmethod
+    def _fingerprint(monitor: RecordingMonitor) -> bytes:
+        return hashlib.blake2b(pickle.dumps((monitor.registrations, monitor.order, monitor.outputs, monitor.stack_urn),
+                                            pickle.HIGHEST_PROTOCOL)).digest()
+
+    def keep(self, key: bytes, recorder: _Recorder, monitor: RecordingMonitor, error: BaseException | None) -> None:
+        self.misses += 1
+        if not recorder.replayable:
+            return
+        try:
+            fingerprint = self._fingerprint(monitor)
+        except Exception:  # noqa: BLE001
+            return
+        self._kept[key] = _Kept(monitor, error, recorder.calls, fingerprint)
+
+    def replay(self, key: bytes, project: str, stack: str, config: dict[str, str], secret_keys, mocks: pm.Mocks) -> Run | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        if self._fingerprint(kept.monitor) != kept.fingerprint:
+            raise RenderCacheError(f"a kept render of {stack} was changed in place by its user (copy it before changing it)")
+        _prepare(project, stack, config, secret_keys, mocks, RecordingMonitor(mocks))
+        try:
+            for i, (kind, frozen, answer, error) in enumerate(kept.calls):
+                if kind == "new_resource":
+                    typ, name, inputs, provider, resource_id, custom = pickle.loads(frozen)
+                    call = lambda: mocks.new_resource(pm.MockResourceArgs(  # noqa: E731
+                        typ=typ, name=name, inputs=inputs, provider=provider, resource_id=resource_id, custom=custom))
+                else:
+                    token, args, provider = pickle.loads(frozen)
+                    call = lambda: mocks.call(pm.MockCallArgs(token=token, args=args, provider=provider))  # noqa: E731
+                try:
+                    got = call()
+                except BaseException as exc:  # noqa: BLE001
+                    if error is None or not _same_error(exc, error):
+                        raise RenderCacheError(f"replaying a kept render of {stack}: call {i} ({kind}) now fails with "
+                                               f"{exc!r}, was {error!r}: the mocks are not a function of their state") from exc
+                    continue
+                if error is not None or got != pickle.loads(answer):
+                    raise RenderCacheError(f"replaying a kept render of {stack}: call {i} ({kind}) answers differently: "
+                                           "the mocks are not a function of their state")
+        finally:
+            _forget_leftovers()
+        self.hits += 1
+        return Run(kept.monitor, kept.error, {"mocks": mocks, "config": dict(config)})
+
+
+RENDER_CACHE: RenderCache | None = None  # tests/conftest.py sets one; the preview renders each stack once
 
 
 def _forget_leftovers() -> None:

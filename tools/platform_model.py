@@ -101,6 +101,10 @@ class LivePlatform(mockrun.Mocks):
         self.pending.clear()
         return done
 
+    def render_state(self) -> dict[str, Any]:
+        """What the answers to a render depend on (tools/mockrun.RenderCache): all but the logs."""
+        return {k: v for k, v in vars(self).items() if k not in ("events", "stack_reads", "deleted", "_lock")}
+
     # --- the mock hooks ----------------------------------------------------------------------
     def new_resource(self, args: pm.MockResourceArgs):
         with self._lock:

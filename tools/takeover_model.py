@@ -495,6 +495,10 @@ class _Answers(mockrun.Mocks):
     def __init__(self, platform: RunningPlatform):
         self.platform = platform
 
+    def render_state(self) -> Any:
+        """What the answers depend on (tools/mockrun.RenderCache): reads see the objects only."""
+        return self.platform.objects
+
     def new_resource(self, args: pm.MockResourceArgs):
         if args.resource_id:
             return self.platform._read(args)
