@@ -1166,3 +1166,21 @@ def test_the_search_stacks_stop_step_asks_sudo_for_exactly_its_manual_steps_rule
     production = {svc.tools.puppet: "/usr/bin/puppet", svc.tools.systemctl: "/usr/bin/systemctl"}
     made = [tuple(production.get(a, a) for a in call) for call in svc.sudo_calls()]
     assert sorted(made) == sorted(r.commands), f"sudo calls {made} differ from the rules {r.commands}"
+
+
+def test_stop_removes_the_scratch_dirs_of_killed_runs_and_leaves_none_of_its_own(tmp_path):
+    svc = FakeServices(tmp_path / "svc", dict(RUNNING))
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    svc.env["TMPDIR"] = str(scratch_parent)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = scratch_parent / "airflow-legacy-stop.STALE123", scratch_parent / "airflow-legacy-stop.LIVE1234"
+    for d, pid in ((stale, dead.pid), (live, os.getpid())):
+        d.mkdir(mode=0o700)
+        (d / "pid").write_text(f"{pid}\n")
+    proc = svc.run(svc.script())
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists(), "the scratch dir of a killed run (its pid gone) is removed"
+    assert live.exists(), "the scratch dir of a running process is kept"
+    assert sorted(p.name for p in scratch_parent.iterdir()) == [live.name], "this run's own scratch dir is gone"

@@ -21,8 +21,17 @@ for tool in "$puppet" "$systemctl" "$timeout"; do
     [[ -x $tool ]] || fail "$tool is not installed (or not executable)"
 done
 
+# a run killed with SIGKILL cannot run its EXIT trap: remove the scratch dirs (puppet's lock
+# paths, nothing secret) of earlier runs whose process is gone, then make this run's
+for old in "${TMPDIR:-/tmp}"/airflow-legacy-stop.*; do
+    [[ -d $old && ! -L $old && -O $old && -f $old/pid ]] || continue
+    old_pid=
+    IFS= read -r old_pid < "$old/pid" || true
+    if [[ $old_pid =~ ^[0-9]+$ && ! -e /proc/$old_pid ]]; then rm -rf -- "$old"; fi
+done
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/airflow-legacy-stop.XXXXXXXX")
 trap 'rm -rf -- "$scratch"' EXIT
+printf '%s\n' "$$" > "$scratch/pid"
 
 # A privileged tool runs as root under `timeout`, itself run by sudo: the step cannot signal root
 # processes, sudo relays a TERM only to the process it started, and sudo's command_timeout ends
