@@ -59,7 +59,6 @@ class AirflowInstance(pulumi.ComponentResource):
             private_key=secrets.ssh_private_key,
             dial_timeout_seconds=cfg.ssh_dial_timeout_seconds,
             dial_error_limit=cfg.ssh_dial_error_limit,
-            use_sudo=cfg.remote_sudo,
         )
         # explicit provider, inherited by the Commands inside the components below
         commands = pulumi.ResourceOptions(parent=self, providers=[remote.command_provider(name, self)])

@@ -352,7 +352,6 @@ class KerberosKeytab(pulumi.ComponentResource):
             conn=args.conn,
             script=keytab_script(args.realm, names, use_sudo=args.use_sudo, timeout_seconds=seconds, tools=args.tools),
             # the script itself runs as the SSH user; only its privileged tools go through sudo
-            use_sudo=False,
             touches_secrets=True,
             delete_script=delete_script(args.realm, names, use_sudo=args.use_sudo, timeout_seconds=seconds,
                                         tools=args.tools),

@@ -70,24 +70,24 @@ class LogMigration(pulumi.ComponentResource):
         sync = log_migration.sync_script(*sync_args)
         final_sync = log_migration.sync_script(*sync_args, final_pass=True)
 
-        # Every script runs as the SSH user (use_sudo=False here): the log steps need no
+        # Every script runs as the SSH user (remote.wrap asks sudo for nothing): the log steps need no
         # privilege at all, the stop step asks sudo for its exact commands only (cfg.remote_sudo
         # goes into its script).
         first = remote.remote_command(
             f"{name}-first-sync",
-            conn=args.conn, script=sync, use_sudo=False, stdin=keys, touches_secrets=True,
+            conn=args.conn, script=sync, stdin=keys, touches_secrets=True,
             timeout_minutes=FIRST_SYNC_TIMEOUT_MINUTES,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.bucket]),
         )
         stop = remote.remote_command(
             f"{name}-stop-legacy",
-            conn=args.conn, script=stop_legacy_script(cfg), use_sudo=False,
+            conn=args.conn, script=stop_legacy_script(cfg),
             touches_secrets=False, timeout_minutes=cfg.command_timeout_minutes,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[first]),
         )
         final = remote.remote_command(
             f"{name}-final-sync",
-            conn=args.conn, script=final_sync, use_sudo=False, stdin=keys, touches_secrets=True,
+            conn=args.conn, script=final_sync, stdin=keys, touches_secrets=True,
             timeout_minutes=FIRST_SYNC_TIMEOUT_MINUTES,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[stop]),
         )
@@ -95,7 +95,7 @@ class LogMigration(pulumi.ComponentResource):
             f"{name}-verify",
             conn=args.conn,
             script=log_migration.verify_script(cfg.legacy.logs_dir, cfg.logs_bucket, endpoint, cfg.rgw_region),
-            use_sudo=False, stdin=keys, touches_secrets=True,
+            stdin=keys, touches_secrets=True,
             timeout_minutes=cfg.command_timeout_minutes,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[final]),
         )

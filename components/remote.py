@@ -14,20 +14,24 @@ module turns a script into a ``command.remote.Command`` with the platform's hygi
   (remote/commandOutputs.go L95).  A hung ``kadmin.local`` would hold ``pulumi up`` and the
   stack lock forever.  So the command is ``timeout --kill-after=K S <script>``, S matching the
   custom timeout: GNU timeout runs in its own process group and signals the whole group
-  (TERM, then KILL after K), so nothing of the step survives it, and it runs inside ``sudo``
-  so it may signal the root processes;
+  (TERM, then KILL after K), so nothing of the step survives it (a privileged tool under sudo
+  is bounded by its own root-side ``timeout``, pinned in the host's sudoers rules);
 * secrets reach the script on **stdin** only: never in the script text (argv on the remote
   host, and the provider's error text: ``fmt.Errorf("%w: running %q:\n%s", err, cmd, output)``,
   remote/commandOutputs.go L100-102, whatever ``logging`` says) and never in ``environment``
-  (which sshd drops without AcceptEnv);
+  (pulumi-command sends each variable as an SSH "env" request wanting a reply, which sshd refuses
+  without AcceptEnv, and the Command then fails before running anything: commandOutputs.go
+  L42-49, L110-126; tests/integration/test_ssh_layer.py);
 * **stderr is the log, stdout the one secret channel.**  Every Command logs stderr only
   (``logging: stderr``); no script writes a secret to stderr (tests/test_remote_commands.py and
   the integration leak scan), and a script that returns a secret prints it on stdout as its
   last statement, so a failing command has nothing secret in the combined output the error
   carries.  Commands touching secrets mark stdout and stderr secret
   (https://github.com/pulumi/pulumi-command/issues/401, #134);
-* privileged scripts run as ``sudo -n timeout ... /bin/bash -c '<script>'`` so stdin passes
-  through sudo to the script and no secret is ever on a command line.
+* **least privilege** (issue 14): the script runs as the SSH user; only its privileged tools go
+  through ``sudo -n``, by absolute path with exactly the arguments the host's sudoers rules list
+  (components/sudoers.py, rendered per host by kerberos.py, rgw_user.py and log_migration.py,
+  printed as manual steps by host_access.py).  No command asks sudo for a shell.
 """
 
 from __future__ import annotations
@@ -48,7 +52,6 @@ class SshSettings:
     private_key: pulumi.Output[str]  # secret
     dial_timeout_seconds: int
     dial_error_limit: int
-    use_sudo: bool
 
 
 def key_pair_stdin(access_key: pulumi.Input[str], secret_key: pulumi.Input[str]) -> pulumi.Output[str]:
@@ -77,21 +80,21 @@ KILL_AFTER_SECONDS = 30  # after the TERM, what a step gets to clean up before K
 TIMED_OUT = (124, 137)  # GNU timeout: the command timed out (TERM), or had to be KILLed
 
 
-def wrap(script: str, use_sudo: bool = False, name: str = "", timeout_seconds: int = 0,
-         kill_after_seconds: int = KILL_AFTER_SECONDS) -> str:
+def wrap(script: str, name: str, timeout_seconds: int, kill_after_seconds: int = KILL_AFTER_SECONDS) -> str:
     """The command line the Command runs for ``script`` (which itself is run verbatim).
 
     Always bash (the scripts use bash features; the remote login shell may be another), and
     ``$0`` is the step's name so diagnostics say which step failed.  The line itself is POSIX
     sh (it is what the login shell runs): a timed-out step ends with one line on stderr.
-    ``use_sudo`` (whole script through sudo) is going away: scripts call their privileged tools
-    through sudo themselves (remote.script), never a shell.
+    The script runs as the SSH user: it calls its privileged tools through sudo itself
+    (remote.script's ``sudo`` array, each host's exact rules in components/sudoers.py), so
+    nothing ever asks sudo for a shell.
     """
     if not name or timeout_seconds <= 0:
         raise ValueError("wrap needs the step's name and a positive timeout")
     bounded = (f"timeout --kill-after={kill_after_seconds}s {timeout_seconds}s "
                f"/bin/bash -c {shlex.quote(script)} {shlex.quote(name)}")
-    line = f"sudo -n {bounded}" if use_sudo else bounded
+    line = bounded
     timed_out = shlex.quote(f"{name}: timed out after {timeout_seconds} s on the remote host; "
                             f"the step was stopped with everything it started")
     killed = shlex.quote(f"{name}: killed with SIGKILL on the remote host: it ignored the TERM of its "
@@ -113,7 +116,6 @@ def remote_command(
     *,
     conn: command.remote.ConnectionArgs,
     script: str,
-    use_sudo: bool,
     stdin: pulumi.Input[str] | None = None,
     touches_secrets: bool,
     delete_script: str | None = None,
@@ -139,8 +141,8 @@ def remote_command(
     return command.remote.Command(
         name,
         connection=conn,
-        create=wrap(script, use_sudo, name, seconds),
-        delete=wrap(delete_script, use_sudo, name, seconds) if delete_script else None,
+        create=wrap(script, name, seconds),
+        delete=wrap(delete_script, name, seconds) if delete_script else None,
         stdin=pulumi.Output.secret(stdin) if (stdin is not None and touches_secrets) else stdin,
         # stderr is progress and the delete-time instructions, never a secret; stdout may be one
         logging=command.remote.Logging.STDERR,

@@ -252,7 +252,6 @@ class RgwUser(pulumi.ComponentResource):
             script=rgw_user_script(args.uid, args.display_name, use_sudo=args.use_sudo, tools=args.tools),
             delete_script=rgw_user_delete_script(args.uid, use_sudo=args.use_sudo),
             # the script itself runs as the SSH user; only radosgw-admin goes through sudo
-            use_sudo=False,
             # a changed key pair changes stdin: without an `update` command pulumi-command re-runs
             # `create` (an update, no replacement, which protect would refuse)
             stdin=key_stdin(args.access_key, args.secret_key),

@@ -572,9 +572,9 @@ def test_component_runs_the_script_as_the_ssh_user_under_the_remote_timeout(use_
     assert f" {bounded}{shlex.quote(script)} search-airflow-user " in cmd.inputs["create"], \
         "create: the script runs under the remote timeout, as the SSH user"
     assert cmd.inputs["create"].split(bounded)[0].count("sudo") == 0, "create: the script itself never runs under sudo"
-    assert cmd.inputs["create"] == remote.wrap(script, False, "search-airflow-user", 420), "create"
+    assert cmd.inputs["create"] == remote.wrap(script, "search-airflow-user", 420), "create"
     delete = rgw_user.rgw_user_delete_script("airflow-search", use_sudo=use_sudo)
-    assert cmd.inputs["delete"] == remote.wrap(delete, False, "search-airflow-user", 420), "delete"
+    assert cmd.inputs["delete"] == remote.wrap(delete, "search-airflow-user", 420), "delete"
     assert ("sudo=(sudo -n)" in script) == use_sudo, "remoteSudo decides whether radosgw-admin goes through sudo"
     assert "sudo -n timeout" not in cmd.inputs["create"] + cmd.inputs["delete"], "no sudo for a shell"
     assert "triggers" not in cmd.inputs, "no triggers: a protected resource cannot be replaced; stdin changes re-run create"

@@ -82,7 +82,7 @@ class Step:
     def command(self) -> str:
         script = kerberos.keytab_script(REALM, PRINCIPALS, use_sudo=True, timeout_seconds=self.timeout_seconds,
                                         tools=self.tools)
-        return remote.wrap(script, False, NAME, self.timeout_seconds)
+        return remote.wrap(script, NAME, self.timeout_seconds)
 
     def run(self, command: str | None = None, timeout: float = 60):
         return run_like_provider(self.sshd, self.account, command or self.command(), stdin=None, timeout=timeout)
@@ -389,7 +389,7 @@ def test_sudo_1_9_13_alone_leaves_a_hung_tools_root_child_behind(sshd, ssh_accou
                                                    commands=(argv,), command_timeout_seconds=1)))
     # (its output elsewhere: the surviving child would otherwise hold the session open, as the
     # provider would see it: forever)
-    line = remote.wrap(f"sudo -n {shlex.join(argv)} >/dev/null 2>&1 </dev/null", False, "bare", 10)
+    line = remote.wrap(f"sudo -n {shlex.join(argv)} >/dev/null 2>&1 </dev/null", "bare", 10)
     with reaping(pids_file, marker):
         done = run_like_provider(sshd, account, line, timeout=30)
         started_pids = started(pids_file)

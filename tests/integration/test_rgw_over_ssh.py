@@ -51,7 +51,7 @@ class Setup:
     def command(self, uid: str, name: str = "rgw-user", timeout_s: int = STEP_TIMEOUT_S, kill_after_s: int = 30) -> str:
         """The Command's ``create``: the script for ``uid``, under the remote timeout, never under sudo."""
         script = rgw_user.rgw_user_script(uid, uid, use_sudo=True, tools=self.tools)
-        return remote.wrap(script, False, name, timeout_s, kill_after_seconds=kill_after_s)
+        return remote.wrap(script, name, timeout_s, kill_after_seconds=kill_after_s)
 
 
 def root_dir(tmp_path_factory, name: str) -> Path:

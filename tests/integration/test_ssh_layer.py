@@ -9,7 +9,6 @@ Each check has its control: the same probe seeing the opposite when the conditio
 
 from __future__ import annotations
 
-import inspect
 import io
 import re
 import secrets
@@ -193,9 +192,6 @@ def test_allow_fails_the_test_with_visudos_message(sshd, ssh_accounts):
 
 
 def _wrap(script: str, **kwargs) -> str:
-    # remote.wrap is losing its use_sudo argument (scripts call sudo -n only for privileged tools)
-    if "use_sudo" in inspect.signature(remote.wrap).parameters:
-        kwargs["use_sudo"] = False
     return remote.wrap(script, **kwargs)
 
 
