@@ -356,9 +356,9 @@ def test_the_registered_command_runs_exactly_the_scripts_built_from_the_stacks_v
     cmd = rendered(stack).named(f"{stack}-kerberos-keytab")
     script, delete_ = stack_scripts(cfg)
     seconds = cfg.command_timeout_minutes * 60
-    assert cmd.inputs["create"] == remote.wrap(script, False, cmd.name, seconds), \
+    assert cmd.inputs["create"] == remote.wrap(script, cmd.name, seconds), \
         f"{stack}: create is the keytab script as the SSH user (no sudo around the shell)"
-    assert cmd.inputs["delete"] == remote.wrap(delete_, False, cmd.name, seconds), f"{stack}: delete"
+    assert cmd.inputs["delete"] == remote.wrap(delete_, cmd.name, seconds), f"{stack}: delete"
     assert "sudo -n timeout" not in cmd.inputs["create"] and not cmd.inputs["create"].startswith("sudo"), \
         f"{stack}: no generated command asks sudo for a shell"
 
@@ -415,12 +415,12 @@ def test_component_creates_one_protected_secret_command():
 def test_component_runs_the_script_as_the_ssh_user_with_sudo_only_inside(use_sudo):
     cmd = render_keytab(use_sudo=use_sudo).one("command:remote:Command")
     script = keytab(use_sudo=use_sudo, timeout=420)
-    assert cmd.inputs["create"] == remote.wrap(script, False, "search-keytab", 420), \
+    assert cmd.inputs["create"] == remote.wrap(script, "search-keytab", 420), \
         "create: the script under the remote timeout, no sudo around the shell"
     assert inner_script(cmd.inputs["create"]) == script, "the login shell hands the script to /bin/bash -c"
     assert not re.search(r"sudo[^;]*/bin/bash", cmd.inputs["create"]), "no sudo around the shell"
     assert ("\nsudo=(sudo -n)\n" in script) is use_sudo, "the stack's remoteSudo decides the sudo array inside"
-    assert cmd.inputs["delete"] == remote.wrap(delete(use_sudo=use_sudo, timeout=420), False, "search-keytab", 420), \
+    assert cmd.inputs["delete"] == remote.wrap(delete(use_sudo=use_sudo, timeout=420), "search-keytab", 420), \
         "delete is the notice, as the SSH user too"
     assert "stdin" not in cmd.inputs, "the keytab script takes nothing on stdin"
 
@@ -618,7 +618,7 @@ class FakeKdc:
 
     def run_wrapped(self, use_sudo: bool = True, **env: str) -> subprocess.CompletedProcess:
         """As the Command runs it: the wrap() line, by sh (the login shell)."""
-        line = remote.wrap(self.script(use_sudo), False, "search-keytab", 60)
+        line = remote.wrap(self.script(use_sudo), "search-keytab", 60)
         return subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, env={**self.env, **env}, timeout=60)
 
