@@ -284,9 +284,25 @@ def logs(rgw) -> Iterator[Logs]:
 
 @contextlib.contextmanager
 def uploader_uids(account: Account) -> Iterator[set[int]]:
-    """The real uids of the processes running the uploader (``python3 - upload``) while the body runs."""
+    """The real uids of the processes running the uploader (``python3 - upload``) started from the
+    account's SSH session while the body runs: an uploader counts if one of its ancestors runs as
+    the account (its login shell), so a root one started through sudo would count too, while
+    uploaders of other tests running at the same time (the other xdist worker) do not."""
     seen: set[int] = set()
     stop = threading.Event()
+
+    def status(pid: str) -> dict[str, str]:
+        return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+    def from_account(pid: str) -> bool:
+        for _ in range(64):
+            st = status(pid)
+            if int(st["Uid"].split()[0]) == account.uid:
+                return True
+            pid = st["PPid"].strip()
+            if pid in ("0", "1"):
+                return False
+        return False
 
     def poll() -> None:
         while not stop.wait(0.01):
@@ -294,10 +310,9 @@ def uploader_uids(account: Account) -> Iterator[set[int]]:
                 if not name.isdigit():
                     continue
                 try:
-                    if b"python3\0-\0upload\0" in Path(f"/proc/{name}/cmdline").read_bytes():
-                        status = Path(f"/proc/{name}/status").read_text()
-                        seen.add(int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]))
-                except (OSError, StopIteration):
+                    if b"python3\0-\0upload\0" in Path(f"/proc/{name}/cmdline").read_bytes() and from_account(name):
+                        seen.add(int(status(name)["Uid"].split()[0]))
+                except (OSError, KeyError, ValueError):
                     pass
 
     thread = threading.Thread(target=poll, daemon=True)
