@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 
@@ -137,23 +138,16 @@ def _which_test(request):
     _current_test["monkeypatch"] = None
 
 
-# Modules that write a stack file into the repository (test_secret_leaks: Pulumi.leaktest.yaml)
-# or list its stacks while running (`--all`, loops over stackconfig.stacks()): ./dev test runs
-# them after the parallel pass, in one process (under xdist the throwaway stack vanished while
-# the other worker ran, a race not yet pinned down; serially it never does).
-REPO_ROOT_MODULES = {"test_secret_leaks.py", "test_preview.py", "test_import_plan.py", "test_preview_diff.py",
-                     "test_rollout.py"}
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """tests/integration start real services (free ports, private directories, but timing
-    matters): with ``--dist loadgroup`` (./dev test) they run on one xdist worker, in order."""
+    matters): with ``--dist loadgroup`` (./dev test) they run on one xdist worker, in order.
+
+    No test writes into the repository (a test that needs a stack file of its own writes it
+    into ``copy_tree``'s copy), so every other test runs in the same parallel pass."""
     for item in items:
         if item.path.is_relative_to(config.rootpath / "tests" / "integration"):
             item.add_marker(pytest.mark.xdist_group("integration"))
-        elif item.path.name in REPO_ROOT_MODULES:
-            item.add_marker(pytest.mark.repo_root)
 
 
 @pytest.fixture(autouse=True)
@@ -165,3 +159,70 @@ def _secrets_masked_per_test():
     cli._secrets.clear()
     yield
     cli._secrets.clear()
+
+
+# --- commands in this process ---------------------------------------------------------------------
+@dataclass
+class Ran:
+    """What a command run by ``run_command`` did (the fields of subprocess.CompletedProcess)."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_command(module: str, *args: str, env: Mapping[str, str] | None = None, stdin: str | bytes = b"",
+                cwd: Path | None = None) -> Ran:
+    """``python -m module args`` in this process: the module run as ``__main__`` (runpy, its
+    ``sys.exit(cli.run_module(...))`` guard included) with its own stdin, stdout and stderr,
+    ``os.environ`` replaced by ``env`` and the working directory by ``cwd`` while it runs.
+
+    A subprocess costs an interpreter start and the imports (~1 s); the commands' behaviour is
+    the same here, and each command keeps at least one test that runs it as a real process."""
+    import io
+    import runpy
+    import sys
+    import warnings
+
+    def stream(data: bytes = b"") -> io.TextIOWrapper:
+        return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape", write_through=True)
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_io, saved_argv = (sys.stdin, sys.stdout, sys.stderr), sys.argv
+    sys.stdin = stream(stdin.encode() if isinstance(stdin, str) else stdin)
+    sys.stdout, sys.stderr = stream(), stream()
+    out, err = sys.stdout, sys.stderr
+    sys.argv = [module, *args]
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        with warnings.catch_warnings():  # runpy: "found in sys.modules ... prior to execution": imported, as intended
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="runpy")
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_io
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+    return Ran([module, *args], code, out.buffer.getvalue().decode("utf-8", "surrogateescape"),
+               err.buffer.getvalue().decode("utf-8", "surrogateescape"))
+
+
+def copy_tree(dest: Path) -> Path:
+    """The program's files of the working tree at ``dest`` (no tests, no .git; the virtualenv
+    linked): a repository of its own for a test that writes stack files, which no other test,
+    in this process, in the other xdist worker or in a concurrent run, then sees."""
+    import shutil
+
+    shutil.copytree(stackconfig.ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", ".pytest_cache", "tests", "bench", "out", "render", ".*.tmp"))
+    (dest / ".venv").symlink_to(stackconfig.ROOT / ".venv")
+    return dest

@@ -4,11 +4,11 @@ line, anything else is exit 1 and one line calling it a bug, the traceback only 
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pulumi
@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from components.config import ConfigError
+from tests.conftest import Ran, run_command
 from tools import cli, passphrase, platform_model, stackconfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,21 +155,21 @@ def test_registered_secrets_never_appear_in_a_message_or_a_traceback():
 
 # --- every command's __main__ goes through it ---------------------------------------------
 
-def run_module(module: str, *args: str, patch: str = "") -> subprocess.CompletedProcess:
-    """``python -m module args`` with ``patch`` applied first (to plant a bug)."""
-    code = textwrap.dedent(f"""\
-        import runpy, sys
-        {patch}
-        sys.argv = [{module!r}, *{list(args)!r}]
-        runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
-    """)
+def run_module(module: str, *args: str, patch: tuple[str, str] | None = None) -> Ran:
+    """``python -m module args`` (its ``__main__``, in this process: tests/conftest.py
+    ``run_command``) with a bug planted first: ``patch`` = (module, attribute) made to divide by
+    zero while the command runs.  Each command's real process is test_a_bad_command_line_..."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if patch is None:
+        return run_command(module, *args, env=env, cwd=ROOT)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importlib.import_module(patch[0]), patch[1], lambda *a, **k: 1 / 0)
+        return run_command(module, *args, env=env, cwd=ROOT)
 
 
-BUG_IN_STACKCONFIG_LOAD = "import tools.stackconfig as m; m.load = lambda *a, **k: 1 / 0"
-BUG_IN_STACKCONFIG_STACKS = "import tools.stackconfig as m; m.stacks = lambda *a, **k: 1 / 0"
-BUG_IN_SUBPROCESS = "import subprocess; subprocess.run = lambda *a, **k: 1 / 0"
+BUG_IN_STACKCONFIG_LOAD = ("tools.stackconfig", "load")
+BUG_IN_STACKCONFIG_STACKS = ("tools.stackconfig", "stacks")
+BUG_IN_SUBPROCESS = ("subprocess", "run")
 
 COMMANDS = {
     # module: (arguments, the planted bug, arguments that are an input problem, its line)
@@ -202,6 +203,7 @@ def test_a_bug_in_a_command_with_debug_shows_the_traceback(module):
 
 @pytest.mark.parametrize("module", COMMANDS)
 def test_a_bad_command_line_is_exit_2_and_one_line(module):
+    """The real process: `python -m <module>` reaches the guard through its ``__main__``."""
     _, _, bad, line = COMMANDS[module]
     proc = subprocess.run([sys.executable, "-m", module, *bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr, proc.stdout) == (2, line, "")

@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_command
 from tools import cli, import_plan, preview, stackconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "airflow"
 
 
-def run_cli(*args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
-    return subprocess.run([sys.executable, "-m", "tools.import_plan", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+def run_cli(*args, env=None):
+    """`python -m tools.import_plan args`, in this process (test_runs_under_the_guard: the real one)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    return run_command("tools.import_plan", *args, env=env, cwd=ROOT)
 
 
 def plan_of(stack):
@@ -193,7 +195,9 @@ def test_runs_under_the_guard():
 
     proc = run_module("tools.import_plan", "-s", "search", patch=BUG_IN_STACKCONFIG_LOAD)
     assert (proc.returncode, proc.stderr) == (1, BUG_LINE)
-    proc = run_cli("-s", "search", "--out")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    proc = subprocess.run([sys.executable, "-m", "tools.import_plan", "-s", "search", "--out"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # the real process
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == ("error: python -m tools.import_plan: argument --out: expected one argument "
                            "(see python -m tools.import_plan --help)\n")
@@ -234,8 +238,7 @@ def run_import_cli(tmp_path, pairs, rc=0, stack="search"):
     env.update(PATH=f"{bindir}:{env['PATH']}", FAKE_PULUMI_LOG=str(tmp_path / "log.json"),
                FAKE_PULUMI_PAIRS=json.dumps(pairs), FAKE_PULUMI_RC=str(rc),
                AWS_ACCESS_KEY_ID="AMBIENT-KEY", AWS_SECRET_ACCESS_KEY="ambient-secret", AWS_PROFILE="default")
-    return subprocess.run([sys.executable, "-m", "tools.import_plan", "-s", stack, "--out", str(tmp_path / "plan.json"),
-                           "--import"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return run_cli("-s", stack, "--out", str(tmp_path / "plan.json"), "--import", env=env)
 
 
 def test_import_reads_each_bucket_with_its_users_pair_from_a_private_file(tmp_path):

@@ -26,8 +26,9 @@ NEW = "newinst"
 PASSPHRASE = EXAMPLE_PASSPHRASE
 OIDC = "SENTINEL-new-instance-oidc-9b1f"
 
-# the tests that encode the fleet's shape (counts, the reference list, the Fernet rule) and
-# every test module that lists the stacks of the tree, for the new stack
+# the tests that encode the fleet's shape (counts, the reference list, the Fernet rule: all of
+# test_fleet.py's cross-fleet tests, and these) and every test module that lists the stacks of
+# the tree, for the new stack
 FLEET_SHAPE = [
     "tests/test_fleet.py",
     "tests/test_stackconfig.py::test_the_fleet_holds_the_13_reference_stacks",
@@ -98,11 +99,42 @@ def test_the_repository_itself_holds_no_new_stack(new_stack):
     assert new_stack.parent != ROOT
 
 
-def test_the_tests_of_the_fleet_stay_green_with_the_new_stack_in_the_tree(repo, new_stack):
-    # the fleet's shape in full; the stack-listing modules for the new stack's cases
-    for args in (FLEET_SHAPE, [*GLOBBING, "-k", NEW]):
-        proc = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "-x", *args], cwd=repo, env=env(), capture_output=True, text=True, timeout=900)
-        summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
-        assert proc.returncode == 0, f"{args}: {summary}\n{proc.stdout[-3000:]}"
-        assert " passed" in summary and "skipped" not in summary, summary
+def per_stack_tests(module: str) -> list[str]:
+    """The test functions of ``module`` parametrized over every stack of the tree."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    fleet = set(stackconfig.stacks())
+    return [name for name, fn in vars(mod).items() if name.startswith("test_") and any(
+        m.name == "parametrize" and isinstance(m.args[1], (list, tuple)) and fleet <= {v for v in m.args[1] if isinstance(v, str)}
+        for m in getattr(fn, "pytestmark", []))]
+
+
+def unparametrized_tests(module: str) -> list[str]:
+    import importlib
+
+    mod = importlib.import_module(module)
+    return [name for name, fn in vars(mod).items() if name.startswith("test_") and callable(fn)
+            and not [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]]
+
+
+def test_the_tests_of_the_fleet_stay_green_with_the_new_stack_in_the_tree(repo, new_stack, tmp_path):
+    # In the copy, in one pytest process: the fleet's shape (test_fleet.py's cross-fleet tests and
+    # the counting tests of the other modules) and, in every module that lists the stacks of the
+    # tree, each test case of the new stack.  The 13 stacks' own cases run in the suite itself.
+    import xml.etree.ElementTree as ET
+
+    shape = set(unparametrized_tests("tests.test_fleet")) | {i.split("::")[1] for i in FLEET_SHAPE if "::" in i}
+    paths = sorted({"tests/test_fleet.py", *GLOBBING, *(i.split("::")[0] for i in FLEET_SHAPE)})
+    report = tmp_path / "report.xml"
+    proc = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", "-x", f"--junitxml={report}", *paths, "-k", " or ".join([NEW, *sorted(shape)])],
+                          cwd=repo, env=env(), capture_output=True, text=True, timeout=900)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    assert proc.returncode == 0, f"{summary}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+    assert " passed" in summary and "skipped" not in summary, summary
+    ran = {case.get("name") for case in ET.parse(report).iter("testcase")}
+    assert shape <= ran, f"fleet-shape tests that did not run: {sorted(shape - ran)}"
+    for name in per_stack_tests("tests.test_fleet"):
+        assert f"{name}[{NEW}]" in ran, f"{name} did not run for {NEW}"
+    assert len([n for n in ran if NEW in n]) >= 20, sorted(ran)

@@ -11,24 +11,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLE_PASSPHRASE
+from tests.conftest import EXAMPLE_PASSPHRASE, run_command
 from tools import cli, preview, stackconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, passphrase=None, cwd=ROOT):
+def run_cli(*args, passphrase=None, cwd=ROOT, subprocess_=False):
+    """`python -m tools.preview args` (in this process unless ``subprocess_``, or for another tree)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     if passphrase:
         env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
     if cwd != ROOT:
         env["PYTHONPATH"] = str(cwd)
-    return subprocess.run([sys.executable, "-m", "tools.preview", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    if subprocess_ or cwd != ROOT:
+        return subprocess.run([sys.executable, "-m", "tools.preview", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=120)
+    return run_command("tools.preview", *args, env=env, cwd=cwd)
 
 
 def test_preview_prints_the_tree_with_options():
-    proc = run_cli("-s", "search")
+    proc = run_cli("-s", "search", subprocess_=True)  # the real process, once
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "* dpe:airflow:Instance search" in out

@@ -1,6 +1,7 @@
 """No secret leaves the program in clear, and every Command that touches one marks its output secret.
 
-1. A throwaway stack ``leaktest`` (phase ``database``: the legacy password, both S3 key pairs,
+1. A throwaway stack ``leaktest``, written into a copy of the program's files (never into the
+   repository, where other tests list the stacks) (phase ``database``: the legacy password, both S3 key pairs,
    the keytab, the log migration and the database verifier are all in play) whose EVERY secret
    is a sentinel: random per run, so a hit can only come from this run.  ``fernetKey`` and
    ``sshPrivateKey`` must still parse, so a fresh Fernet key and a fresh OpenSSH key are their
@@ -42,13 +43,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from components import config
-from tests.conftest import rendered
+from tests.conftest import copy_tree, rendered
 from tests.test_migration_phases import run_phase
 from tools import mockrun, preview, stackconfig
 
 ROOT = stackconfig.ROOT
 LEAK_STACK = "leaktest"
-STACK_FILE = ROOT / f"Pulumi.{LEAK_STACK}.yaml"
 COMMAND_TYPES = ("command:remote:Command", "command:local:Command")
 SKIP_DIRS = frozenset({".git", ".venv"})
 MIN_NEEDLE = 12  # shorter encoded fragments could match by chance
@@ -196,19 +196,20 @@ def sentinel_secrets() -> dict[str, Any]:
     }
 
 
-def write_stack(values: Mapping[str, Any], passphrase: str) -> None:
-    """Pulumi.leaktest.yaml: search's legacy instance in phase database, every secret encrypted
-    with ``passphrase`` as `pulumi config set --secret` would (tools.stackconfig.set_secret)."""
-    search = yaml.safe_load((ROOT / "Pulumi.search.yaml").read_text())["config"]
+def write_stack(values: Mapping[str, Any], passphrase: str, root: Path) -> Path:
+    """``root``/Pulumi.leaktest.yaml: search's legacy instance in phase database, every secret
+    encrypted with ``passphrase`` as `pulumi config set --secret` would (tools.stackconfig.set_secret)."""
+    search = yaml.safe_load((root / "Pulumi.search.yaml").read_text())["config"]
     doc = {"config": {
         "airflow:instance": LEAK_STACK,
         "airflow:phase": "database",
         "airflow:legacy": search["airflow:legacy"],
     }}
-    STACK_FILE.write_text("# throwaway stack of tests/test_secret_leaks.py (removed by the test)\n"
-                          + yaml.safe_dump(doc, sort_keys=False))
+    stack_file = root / f"Pulumi.{LEAK_STACK}.yaml"
+    stack_file.write_text("# throwaway stack of tests/test_secret_leaks.py\n" + yaml.safe_dump(doc, sort_keys=False))
     for key, value in values.items():
-        stackconfig.set_secret(LEAK_STACK, key, json.dumps(value) if isinstance(value, dict) else value, passphrase)
+        stackconfig.set_secret(LEAK_STACK, key, json.dumps(value) if isinstance(value, dict) else value, passphrase, root=root)
+    return stack_file
 
 
 def config_sentinels(values: Mapping[str, Any]) -> dict[str, str]:
@@ -265,6 +266,7 @@ def secret_leaf_texts(mon: mockrun.RecordingMonitor) -> list[str]:
 
 @dataclass
 class LeakRun:
+    stack_file: Path
     sentinels: Sentinels
     config_names: list[str]
     generated_names: list[str]
@@ -277,38 +279,41 @@ class LeakRun:
 
 @pytest.fixture(scope="module")
 def leak_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakRun]:
-    assert not STACK_FILE.exists() or STACK_FILE.read_text().startswith("# throwaway stack of tests/test_secret_leaks.py"), \
-        f"{STACK_FILE} exists and is not this test's throwaway stack"
+    tree = copy_tree(tmp_path_factory.mktemp("leak-tree") / "tree")
     passphrase = f"LEAKSENTINEL-passphrase-{secrets.token_hex(12)}"
     values = sentinel_secrets()
     out_dir = tmp_path_factory.mktemp("leak-preview-out")
     marker = Marker()
     try:
         # written after the marker, so the stack file itself is searched: ciphertext only
-        write_stack(values, passphrase)
+        stack_file = write_stack(values, passphrase, tree)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
-        env["PULUMI_CONFIG_PASSPHRASE"] = passphrase
+        env.update(PULUMI_CONFIG_PASSPHRASE=passphrase, PYTHONPATH=str(tree))
         cli = [sys.executable, "-m", "tools.preview", "-s", LEAK_STACK]
-        tree = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, timeout=180, check=False)
-        out = subprocess.run([*cli, "--out", str(out_dir)], cwd=ROOT, env=env, capture_output=True, timeout=180,
+        shown = subprocess.run(cli, cwd=tree, env=env, capture_output=True, timeout=180, check=False)
+        out = subprocess.run([*cli, "--out", str(out_dir)], cwd=tree, env=env, capture_output=True, timeout=180,
                              check=False)
-        # the same render in this process, for the generated values and the secret leaves
-        mon = preview.render(LEAK_STACK, passphrase).monitor
+        # the same render in this process (tools.preview.render, the stack read from the copy),
+        # for the generated values and the secret leaves
+        sc = stackconfig.load(LEAK_STACK, passphrase, root=tree)
+        render = mockrun.run_program(sc.project, LEAK_STACK, dict(sc.config), list(sc.secret_keys))
+        assert render.error is None, render.error
+        mon = render.monitor
         changed = marker.changed_files([Path("/tmp"), ROOT])
         named = {"passphrase": passphrase, **config_sentinels(values)}
         generated = generated_secrets(mon)
         yield LeakRun(
+            stack_file=stack_file,
             sentinels=Sentinels({**named, **generated}),
             config_names=list(named),
             generated_names=list(generated),
-            tree=tree,
+            tree=shown,
             out=out,
             out_files=sorted(p for p in out_dir.rglob("*") if p.is_file()),
             changed=changed,
             secret_texts=secret_leaf_texts(mon),
         )
     finally:
-        STACK_FILE.unlink(missing_ok=True)
         marker.remove()
 
 
@@ -353,7 +358,7 @@ def test_rendered_files_hold_no_secret_in_any_form(leak_run):
 
 def test_nothing_written_under_tmp_or_the_repository_holds_a_secret(leak_run):
     changed = set(leak_run.changed)
-    assert STACK_FILE in changed, "the scan sees the stack file written during the run"
+    assert leak_run.stack_file in changed, "the scan sees the stack file written during the run"
     assert set(leak_run.out_files) <= changed, "the scan sees every file the preview wrote"
     hits = leak_run.sentinels.hits_in_files(sorted(changed))
     assert hits == {}, f"files written during the run show secrets: {hits}"

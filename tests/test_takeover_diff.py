@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLE_PASSPHRASE
+from tests.conftest import EXAMPLE_PASSPHRASE, run_command
 from tools import cli, mockrun, preview, stackconfig, takeover_diff
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,10 +163,19 @@ def test_missing_object_is_reported(run, tmp_path, monkeypatch, capsys):
     assert "not running (`pulumi import` of it would fail)" in out
 
 
-def run_cli(*args):
+def run_cli(*args, subprocess_=False):
+    """`python -m tools.takeover_diff args`: in this process, or as the real process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    if not subprocess_:
+        return run_command("tools.takeover_diff", *args, env=env, cwd=ROOT)
     return subprocess.run([sys.executable, "-m", "tools.takeover_diff", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def test_the_real_command_reports_a_bad_file_in_one_line(tmp_path):
+    proc = run_cli("-s", STACK, "--live-values", str(tmp_path / "missing.yaml"), subprocess_=True)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: ") and "missing.yaml" in proc.stderr
 
 
 @pytest.mark.parametrize("content", [

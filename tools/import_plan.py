@@ -293,7 +293,8 @@ def run_import(plan: Plan, plan_file: Path, pulumi: str = "pulumi") -> int:
             raise cli.UsageError(f"--import: `{pulumi}` not found; it needs the pulumi CLI >= {MIN_PULUMI_CLI}") from None
 
 
-def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout) -> int:
+def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
+    stdout = sys.stdout if stdout is None else stdout  # the stream of the moment, not of the import
     parser = argparse.ArgumentParser(prog="python -m tools.import_plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("-s", "--stack", required=True, help="stack name (Pulumi.<stack>.yaml)")
     parser.add_argument("--out", type=Path, help="write the `pulumi import --file` JSON here (a file; replaced if it exists)")

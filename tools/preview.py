@@ -410,7 +410,9 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key, parsed
 
 
-def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    # the streams of the moment (a default bound at import would miss a later redirection)
+    stdout, stderr = (sys.stdout if stdout is None else stdout), (sys.stderr if stderr is None else stderr)
     parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-s", "--stack", help="stack name (Pulumi.<stack>.yaml)")

@@ -92,7 +92,8 @@ def diff_dirs(old: Path, new: Path, out: TextIO) -> int:
     return changed
 
 
-def main(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout, stderr = (sys.stdout if stdout is None else stdout), (sys.stderr if stderr is None else stderr)  # the streams of the moment, not of the import
     parser = argparse.ArgumentParser(prog="python -m tools.preview_diff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD~1", help="git revision to compare with (default HEAD~1)")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything differs")

@@ -82,7 +82,8 @@ def rollout_order(stacks: Sequence[str], canary: str) -> list[str]:
 
 
 def rollout(stacks: Sequence[str], canary: str, runner: Runner, preview: bool = False,
-            log: TextIO = sys.stdout) -> Result:
+            log: TextIO | None = None) -> Result:
+    log = sys.stdout if log is None else log
     result = Result()
     order = rollout_order(stacks, canary)
     for i, stack in enumerate(order):
@@ -162,8 +163,9 @@ def dry_run(stacks: Sequence[str], canary: str, base: str, stdout: TextIO, root:
     return 0
 
 
-def main(argv: list[str] | None = None, runner: Runner | None = None, stdout: TextIO = sys.stdout,
-         stderr: TextIO = sys.stderr, render_tree: TreeRenderer | None = None) -> int:
+def main(argv: list[str] | None = None, runner: Runner | None = None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None, render_tree: TreeRenderer | None = None) -> int:
+    stdout, stderr = (sys.stdout if stdout is None else stdout), (sys.stderr if stderr is None else stderr)  # the streams of the moment, not of the import
     parser = argparse.ArgumentParser(prog="python -m tools.rollout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stacks", nargs="+", help="stacks to roll out (default: all)")
     mode = parser.add_mutually_exclusive_group()
