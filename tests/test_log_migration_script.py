@@ -308,7 +308,8 @@ class FakeS3(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.in_flight = self.peak = 0
         self.connections = 0
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        # a short poll: shutdown() waits for the loop's next poll (0.5 s by default, per test)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     @property
     def endpoint(self) -> str:
