@@ -295,7 +295,7 @@ def test_hostile_paths_are_quoted(name):
 class FakeS3(ThreadingHTTPServer):
     """An S3 endpoint in memory: ListObjectsV2 (encoding-type=url, pages of 50 keys), PUT (checks
     Content-MD5 like the RGW), HEAD.  Records every request; `fail_on` answers a PUT whose key
-    contains it with a 503; `delay` seconds per PUT; keeps the peak of concurrent PUTs."""
+    contains it with a 503 (retried by the uploader), or a 403 with `fail_for_good`; `delay` seconds per PUT; keeps the peak of concurrent PUTs."""
 
     daemon_threads = True
 
@@ -304,6 +304,7 @@ class FakeS3(ThreadingHTTPServer):
         self.objects: dict[bytes, tuple[bytes, dict]] = {}
         self.requests: list[tuple[str, str, dict]] = []
         self.fail_on: bytes | None = None
+        self.fail_for_good = False
         self.delay = 0.0
         self.lock = threading.Lock()
         self.in_flight = self.peak = 0
@@ -374,6 +375,8 @@ class FakeS3Handler(BaseHTTPRequestHandler):
             if not self.headers.get("Authorization", "").startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS}/"):
                 return self._reply(403, b"<Error><Code>AccessDenied</Code></Error>")
             if server.fail_on and server.fail_on in key:
+                if server.fail_for_good:
+                    return self._reply(403, b"<Error><Code>AccessDenied</Code><Message>not this key</Message></Error>")
                 return self._reply(503, b"<Error><Code>ServiceUnavailable</Code><Message>slow down</Message></Error>")
             if base64.b64decode(self.headers["Content-MD5"]) != hashlib.md5(body).digest():
                 return self._reply(400, b"<Error><Code>BadDigest</Code></Error>")
@@ -717,7 +720,7 @@ def test_the_final_pass_says_when_the_downtime_can_end(fake, s3, tmp_path):
     assert re.search(rf"^log-migration: {STAMP} downtime can end: the last log sync is done \(10 files uploaded\)",
                      proc.stderr, re.M), proc.stderr
     assert "downtime" not in proc.stdout
-    s3.fail_on = b"scheduler"
+    s3.fail_on, s3.fail_for_good = b"scheduler", True  # a failure the uploader does not retry (no backoff to wait out)
     failed = fake.run(sync(logs, s3, 2, final_pass=True))
     assert failed.returncode == 0, "nothing to upload: the failing server is not asked"
     (logs / "scheduler" / "new.log").write_text("x")
