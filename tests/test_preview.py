@@ -254,6 +254,15 @@ def test_all_into_a_directory_a_single_render_wrote_replaces_it(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == [preview.MANIFEST, "search", "test-k8s"]
 
 
+def test_stacks_renders_those_stacks_as_all_does(tmp_path):
+    code, out, err = guarded_preview("--stacks", "test-k8s", "search", "test-k8s", "--no-inputs", "--out", str(tmp_path))
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [preview.MANIFEST, "search", "test-k8s"]
+    assert "Rendered test-k8s in" in out and "Rendered search in" in out and "Rendered 2/2 stacks" in out
+    code, _, err = guarded_preview("--stacks", "search", "no-such-stack", "--no-inputs")
+    assert code == 2 and err.startswith("error: no-such-stack: unknown stack 'no-such-stack'"), err
+
+
 def test_all_goes_on_after_a_bug_in_one_stack_and_exits_1(monkeypatch):
     monkeypatch.setattr(stackconfig, "stacks", lambda root=ROOT: ["search", "test-k8s"])
     render = preview.render

@@ -49,9 +49,18 @@ def test_same_render_twice_has_no_diff(tmp_path):
 
 
 def test_cli_against_head_reports_a_count():
-    proc = subprocess.run([sys.executable, "-m", "tools.preview_diff", "--base", "HEAD"], capture_output=True, text=True, timeout=300)
+    # the real process, both sides rendered for real (two stacks: every stack is the same code path)
+    proc = subprocess.run([sys.executable, "-m", "tools.preview_diff", "--base", "HEAD", "--stacks", "search", "test-k8s"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "rendered file(s) differ between HEAD and the working tree" in proc.stdout
+
+
+def test_a_stack_the_base_does_not_have_renders_nothing_there(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "preview.py").write_text("raise SystemExit('must not run')\n")
+    assert preview_diff.render_tree(tmp_path, tmp_path / "out", ["brand-new"]) is None
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_cli_unknown_revision_is_one_line():
@@ -86,7 +95,7 @@ def test_the_preview_manifest_is_not_a_rendered_file(tmp_path):
 def test_a_working_tree_that_does_not_render_is_one_line_with_the_preview_exit_code(monkeypatch):
     for code in (2, 1):
         failure = preview_diff.RenderFailure(code, "search: airflow:phase: 'x' is not a phase\nsecond line")
-        monkeypatch.setattr(preview_diff, "render_tree", lambda tree, out: failure)
+        monkeypatch.setattr(preview_diff, "render_tree", lambda tree, out, stacks=None: failure)
         err = io.StringIO()
         assert cli.run(functools.partial(preview_diff.main, stdout=io.StringIO(), stderr=err), ["--base", "HEAD"], stderr=err) == code
         assert err.getvalue() == "error: the working tree does not render: search: airflow:phase: 'x' is not a phase second line\n"

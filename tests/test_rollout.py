@@ -104,14 +104,16 @@ def fake_trees(changed: dict[str, str]):
     """A render_tree that writes one file per stack; ``changed`` stacks differ in the working tree."""
     from tools import rollout as r
 
-    def render_tree(tree, out):
+    def render_tree(tree, out, stacks=None):
         head = tree == r.ROOT
+        render_tree.asked.append(list(stacks) if stacks is not None else None)
         for stack in ("test-k8s", "search", "main", "dumps"):
             (out / stack / "helm").mkdir(parents=True, exist_ok=True)
             text = changed[stack] if head and stack in changed else "app:\n  version: old\n"
             (out / stack / "helm" / "production.values.yaml").write_text(text)
         return None
 
+    render_tree.asked = []
     return render_tree
 
 
@@ -123,9 +125,11 @@ def dry(argv, render_tree):
 
 def test_dry_run_prints_the_order_canary_first_and_each_stacks_diff(monkeypatch):
     monkeypatch.setattr(rollout.shutil, "which", lambda name: None)  # no CLI needed
-    code, out, err = dry(["--dry-run", "--base", "HEAD", "--stacks", "search", "main", "dumps"],
-                         fake_trees({"main": "app:\n  version: new\n"}))
+    trees = fake_trees({"main": "app:\n  version: new\n"})
+    code, out, err = dry(["--dry-run", "--base", "HEAD", "--stacks", "search", "main", "dumps"], trees)
     assert (code, err) == (0, "")
+    # each side renders the stacks of the rollout only, not the whole fleet
+    assert trees.asked == [["test-k8s", "dumps", "main", "search"]] * 2
     lines = out.splitlines()
     assert lines[0] == "rollout order (4 stacks, canary first): test-k8s, dumps, main, search"
     heads = [line for line in lines if line.startswith("==> ")]
@@ -147,7 +151,7 @@ def test_dry_run_unreadable_input_is_one_line_exit_2():
     assert (code, out) == (2, "") and err == "error: no git revision 'no-such-rev' to compare with (--base)\n"
     code, out, err = dry(["--dry-run", "--stacks", "nope"], fake_trees({}))
     assert code == 2 and err.count("\n") == 1 and "unknown stack 'nope'" in err
-    broken = lambda tree, out: preview_diff.RenderFailure(2, "search: airflow:phase: 'x' is not a phase")  # noqa: E731
+    broken = lambda tree, out, stacks=None: preview_diff.RenderFailure(2, "search: airflow:phase: 'x' is not a phase")  # noqa: E731
     code, out, err = dry(["--dry-run", "--base", "HEAD"], broken)
     assert (code, out) == (2, "") and err == "error: the working tree does not render: search: airflow:phase: 'x' is not a phase\n"
     code, out, err = dry(["--base", "HEAD"], fake_trees({}))
@@ -157,10 +161,10 @@ def test_dry_run_unreadable_input_is_one_line_exit_2():
 
 
 def test_dry_run_with_a_base_that_does_not_render_shows_additions():
-    def render_tree(tree, out):
+    def render_tree(tree, out, stacks=None):
         if tree != rollout.ROOT:
             return preview_diff.RenderFailure(2, "old bug")
-        return fake_trees({})(tree, out)
+        return fake_trees({})(tree, out, stacks)
 
     code, out, _ = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], render_tree)
     assert code == 0 and "note: base HEAD did not render (old bug); showing the working tree as additions" in out
@@ -168,7 +172,8 @@ def test_dry_run_with_a_base_that_does_not_render_shows_additions():
 
 
 def test_dry_run_for_real_renders_both_sides_without_the_cli(monkeypatch):
-    # the real renderer (tools/preview_diff.py, one --all render per side); HEAD against the working tree
+    # the real renderer (tools/preview_diff.py: one `tools.preview --stacks test-k8s search` per side);
+    # HEAD against the working tree
     monkeypatch.setattr(rollout.shutil, "which", lambda name: None)
     code, out, err = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], None)
     assert (code, err) == (0, ""), err

@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("-s", "--stack", help="stack name (Pulumi.<stack>.yaml)")
     target.add_argument("--all", action="store_true", help="every stack, in one process (--out gets one directory per stack)")
+    target.add_argument("--stacks", nargs="+", metavar="STACK", help="these stacks, in one process (as --all)")
     parser.add_argument("--out", type=Path, help="write rendered values, manifests and scripts here "
                         "(a new or empty directory, or one an earlier --out wrote: its files are replaced)")
     parser.add_argument("--no-inputs", action="store_true", help="print the tree without inputs")
@@ -432,25 +433,26 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     out = OutDir(args.out) if args.out else None
 
     started = time.perf_counter()
-    stacks = stackconfig.stacks() if args.all else [args.stack]
+    many = args.all or args.stacks is not None  # one directory of --out per stack, a summary line
+    stacks = stackconfig.stacks() if args.all else list(dict.fromkeys(args.stacks)) if args.stacks else [args.stack]
     worst, failed = 0, 0
     for stack in stacks:
         t0 = time.perf_counter()
         try:
             run = render(stack, pp.passphrase_from_env(), overrides, placeholders)
         except Exception as exc:  # noqa: BLE001 - one line per stack; --all goes on with the others
-            code = cli.report(exc, stderr, prefix=stack if args.all else "")
+            code = cli.report(exc, stderr, prefix=stack if many else "")
             worst = cli.BUG_EXIT if cli.BUG_EXIT in (code, worst) else code  # a bug outranks input errors
             failed += 1
             continue
         print_tree(run, stdout, show_inputs=not args.no_inputs)
         if out is not None:
-            files = out.write(rendered_files(run), under=stack if args.all else "")
-            stdout.write(f"Wrote {len(files)} files under {out.path / stack if args.all else out.path}\n")
+            files = out.write(rendered_files(run), under=stack if many else "")
+            stdout.write(f"Wrote {len(files)} files under {out.path / stack if many else out.path}\n")
         sc = run.extra["stackconfig"]
         stdout.write(f"Secrets: {'checked with the passphrase' if sc.decrypted else 'not decrypted (no passphrase): placeholders'}\n")
         stdout.write(f"Rendered {stack} in {time.perf_counter() - t0:.2f}s\n")
-    if args.all:
+    if many:
         stdout.write(f"Rendered {len(stacks) - failed}/{len(stacks)} stacks in {time.perf_counter() - started:.2f}s\n")
     return worst
 

@@ -1,9 +1,9 @@
 """Offline preview diff: what a change does to every stack, without the Pulumi CLI.
 
-    python -m tools.preview_diff [--base HEAD~1] [--exit-code]
+    python -m tools.preview_diff [--base HEAD~1] [--exit-code] [--stacks STACK ...]
 
-Renders every stack (tree, Helm values, manifests, Command scripts, outputs: the files of
-`tools.preview --out`) on the base git revision and on the working tree, and prints the
+Renders every stack, or those of ``--stacks`` (tree, Helm values, manifests, Command scripts,
+outputs: the files of `tools.preview --out`), on the base git revision and on the working tree, and prints the
 unified diff, the way the platform's chart CI shows rendered diffs.  Stacks new in the
 working tree show as full additions, removed ones as removals.  Secrets are placeholders on
 both sides (no passphrase is used), so the diff never shows one.
@@ -25,7 +25,7 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple, Sequence, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,12 +35,22 @@ class RenderFailure(NamedTuple):
     line: str  # its last line, without the "error: " prefix
 
 
-def render_tree(tree: Path, out: Path) -> RenderFailure | None:
-    """Render every stack of the checkout at ``tree`` into ``out``; the failure or None."""
+def render_tree(tree: Path, out: Path, stacks: Sequence[str] | None = None) -> RenderFailure | None:
+    """Render every stack of the checkout at ``tree``, or only ``stacks`` (those it has), into
+    ``out``; the failure or None."""
+    which = ["--all"]
+    if stacks is not None:
+        present = [s for s in stacks if (tree / f"Pulumi.{s}.yaml").is_file()]  # a new stack: none at the base
+        if not present:
+            out.mkdir(parents=True, exist_ok=True)
+            return None
+        # a revision before `tools.preview --stacks` renders them all (the same files, slower)
+        if "--stacks" in (tree / "tools" / "preview.py").read_text(encoding="utf-8", errors="replace"):
+            which = ["--stacks", *present]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     env["PYTHONPATH"] = str(tree)
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.preview", "--all", "--no-inputs", "--out", str(out)],
+        [sys.executable, "-m", "tools.preview", *which, "--no-inputs", "--out", str(out)],
         cwd=tree, env=env, capture_output=True, text=True, timeout=600,
     )
     if proc.returncode == 0:
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
     parser = argparse.ArgumentParser(prog="python -m tools.preview_diff", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="HEAD~1", help="git revision to compare with (default HEAD~1)")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when anything differs")
+    parser.add_argument("--stacks", nargs="+", metavar="STACK", help="only these stacks (default: every stack)")
     cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
     rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}"], cwd=ROOT, capture_output=True, text=True)
@@ -109,9 +120,9 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None, stderr: Te
         base_tree.mkdir()
         checkout(args.base, base_tree)
         base_out, head_out = tmp_path / "base", tmp_path / "head"
-        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() \
+        base_error = render_tree(base_tree, base_out, args.stacks) if (base_tree / "tools" / "preview.py").is_file() \
             else RenderFailure(2, "no offline preview at that revision")
-        head_error = render_tree(ROOT, head_out)
+        head_error = render_tree(ROOT, head_out, args.stacks)
         if head_error:
             stderr.write(f"error: the working tree does not render: {cli.one_line(head_error.line)}\n")
             return cli.BUG_EXIT if head_error.code == cli.BUG_EXIT else cli.INPUT_EXIT

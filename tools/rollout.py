@@ -117,8 +117,8 @@ def automation_runner(root: Path = ROOT) -> Runner:
     return run
 
 
-# render_tree(tree, out) -> failure or None: every stack of the checkout at ``tree`` into out/<stack>/
-TreeRenderer = Callable[[Path, Path], "preview_diff.RenderFailure | None"]
+# render_tree(tree, out, stacks) -> failure or None: those stacks of the checkout at ``tree`` into out/<stack>/
+TreeRenderer = Callable[[Path, Path, Sequence[str]], "preview_diff.RenderFailure | None"]
 
 
 def dry_run(stacks: Sequence[str], canary: str, base: str, stdout: TextIO, root: Path = ROOT,
@@ -137,10 +137,10 @@ def dry_run(stacks: Sequence[str], canary: str, base: str, stdout: TextIO, root:
         base_tree, base_out, head_out = tmp_path / "base-src", tmp_path / "base", tmp_path / "head"
         base_tree.mkdir()
         preview_diff.checkout(base, base_tree)
-        head_error = render_tree(root, head_out)
+        head_error = render_tree(root, head_out, order)  # only the stacks of the rollout
         if head_error:
             raise RolloutError(f"the working tree does not render: {cli.one_line(head_error.line)}")
-        base_error = render_tree(base_tree, base_out) if (base_tree / "tools" / "preview.py").is_file() \
+        base_error = render_tree(base_tree, base_out, order) if (base_tree / "tools" / "preview.py").is_file() \
             else preview_diff.RenderFailure(2, "no offline preview at that revision")
         stdout.write(f"rollout order ({len(order)} stacks, canary first): {', '.join(order)}\n")
         stdout.write(f"offline diff: each stack's render at {base} against the working tree "
