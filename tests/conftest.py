@@ -15,7 +15,9 @@ mock runtime and caches):
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +34,23 @@ KUBERNETES_VERSION = "1.31.0"  # dse-k8s; validate core objects against this sch
 
 
 # PBKDF2 (1,000,000 iterations, ~0.2 s) is a pure function of (passphrase, salt): keep every
-# key for the process instead of tools/passphrase.py's 8 (13 stacks and more in the tree)
+# key for the process instead of tools/passphrase.py's 8 (13 stacks and more in the tree).
+# The keys of the committed stacks under the examples' passphrase are known beforehand
+# (tests/example_keys.json, salt -> key: as public as the passphrase): each xdist worker would
+# otherwise derive all 13 again.  Each is checked where it is used: a stack file's
+# encryptionsalt carries an AES-GCM check value that only the right key opens (a wrong entry is
+# "incorrect passphrase" at once).  A stack not listed (a new one) is derived as usual.
+_KNOWN_KEYS = {(EXAMPLE_PASSPHRASE, base64.b64decode(salt)): bytes.fromhex(key) for salt, key in
+               json.loads((Path(__file__).parent / "example_keys.json").read_text()).items()}
 if hasattr(_passphrase._derive, "__wrapped__"):
-    _passphrase._derive = functools.lru_cache(maxsize=None)(_passphrase._derive.__wrapped__)
+    REAL_DERIVE = _passphrase._derive.__wrapped__
+
+    @functools.lru_cache(maxsize=None)
+    def _derive(passphrase: str, salt: bytes) -> bytes:
+        known = _KNOWN_KEYS.get((passphrase, salt))
+        return known if known is not None else REAL_DERIVE(passphrase, salt)
+
+    _passphrase._derive = _derive
 
 _LOADED: dict[tuple[str, bytes, bytes], stackconfig.StackConfig] = {}
 
@@ -146,8 +162,38 @@ def pytest_collection_modifyitems(config, items):
     No test writes into the repository (a test that needs a stack file of its own writes it
     into ``copy_tree``'s copy), so every other test runs in the same parallel pass."""
     for item in items:
+        group = None
         if item.path.is_relative_to(config.rootpath / "tests" / "integration"):
-            item.add_marker(pytest.mark.xdist_group("integration"))
+            group = "integration"
+        elif item.path.name in SHARED_RENDERS:
+            by = SHARED_RENDERS[item.path.name]
+            callspec = getattr(item, "callspec", None)
+            if by == "module":
+                group = item.path.name
+            elif callspec is not None and by in callspec.params:
+                group = f"{item.path.name}:{callspec.params[by]}"
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            _mark_group_in_node_id(config, item, group)
+
+
+def _mark_group_in_node_id(config, item, group: str) -> None:
+    """pytest-xdist 3.8 tells its --dist loadgroup scheduler an item's group by appending
+    ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is the
+    structured ``item._id``): without this, no group held together (the integration tests were
+    spread over both workers).  Done here on ``_id``, the way xdist means it, on a worker only."""
+    if not config.getvalue("loadgroup") or "@" in item.nodeid or not hasattr(item, "_id"):
+        return
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{group}")
+
+
+# Modules whose tests ask for the same renders (kept per worker process: mockrun.RenderCache):
+# their tests run on one xdist worker, as a whole or per stack, so that each of those renders
+# is made once rather than once on each worker (the hand-over of each stack, run by two tests;
+# test_change_safety's 42 edits, run by one test per key and again by the Fernet test).
+SHARED_RENDERS = {"test_takeover_platform.py": "stack", "test_change_safety.py": "module"}
 
 
 @pytest.fixture(autouse=True)
@@ -226,3 +272,13 @@ def copy_tree(dest: Path) -> Path:
         ".git", ".venv", "__pycache__", ".pytest_cache", "tests", "bench", "out", "render", ".*.tmp"))
     (dest / ".venv").symlink_to(stackconfig.ROOT / ".venv")
     return dest
+
+
+def pytest_collection_finish(session):
+    """What is loaded by now (the program, the SDKs, the test modules) lives as long as the
+    process: out of the cyclic garbage collector's way (its full passes would walk it again and
+    again; a render allocates many short-lived asyncio objects)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

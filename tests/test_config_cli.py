@@ -33,7 +33,15 @@ def root(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setattr(stackconfig, "ROOT", tmp_path)
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", EXAMPLE_PASSPHRASE)
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+    # every stack `init` makes here gets one fixed salt instead of tools.passphrase.new_salt's
+    # random one: its PBKDF2 key (0.2 s) is derived once for the module, not once per test (these
+    # tests are about the file and the messages; the salt's format is still checked below)
+    new_salt = pp.new_salt
+    monkeypatch.setattr(pp, "new_salt", lambda passphrase, salt=None: new_salt(passphrase, FIXED_SALT if salt is None else salt))
     return tmp_path
+
+
+FIXED_SALT = b"cfg-cli!"
 
 
 def dev_config(*argv: str, stdin: bytes = b"") -> tuple[int, str, str]:
