@@ -182,7 +182,7 @@ def _mark_group_in_node_id(config, item, group: str) -> None:
     ``@<group>`` to ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is the
     structured ``item._id``): without this, no group held together (the integration tests were
     spread over both workers).  Done here on ``_id``, the way xdist means it, on a worker only."""
-    if not config.getvalue("loadgroup") or "@" in item.nodeid or not hasattr(item, "_id"):
+    if not config.getoption("loadgroup", None) or "@" in item.nodeid or not hasattr(item, "_id"):
         return
     from _pytest.nodeid import NodeId
 
