@@ -495,9 +495,15 @@ class _Answers(mockrun.Mocks):
     def __init__(self, platform: RunningPlatform):
         self.platform = platform
 
+    # the kinds the program reads with ``Resource.get`` (components/namespace.py, database.py)
+    READ_KINDS = ("Namespace", "Service")
+
     def render_state(self) -> Any:
-        """What the answers depend on (tools/mockrun.RenderCache): reads see the objects only."""
-        return self.platform.objects
+        """What the answers depend on (tools/mockrun.RenderCache): reads see the objects only,
+        and only those of the kinds the program reads (an update of the hand-over changes other
+        objects; were the program to read another kind, a replay would find a different answer
+        and fail loudly: add the kind here)."""
+        return {k: v for k, v in self.platform.objects.items() if k[0] in self.READ_KINDS}
 
     def new_resource(self, args: pm.MockResourceArgs):
         if args.resource_id:
