@@ -189,11 +189,13 @@ def _mark_group_in_node_id(config, item, group: str) -> None:
     item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
-# Modules whose tests ask for the same renders (kept per worker process: mockrun.RenderCache):
-# their tests run on one xdist worker, as a whole or per stack, so that each of those renders
-# is made once rather than once on each worker (the hand-over of each stack, run by two tests;
-# test_change_safety's 42 edits, run by one test per key and again by the Fernet test).
-SHARED_RENDERS = {"test_takeover_platform.py": "stack", "test_change_safety.py": "module"}
+# Modules whose tests share costly work kept per worker process: their tests run on one xdist
+# worker, as a whole or per stack, so that the work is done once rather than once on each worker:
+# the same renders (mockrun.RenderCache: the hand-over of each stack, run by two tests;
+# test_change_safety's 42 edits, run by one test per key and again by the Fernet test) or a
+# module-scoped fixture (the leak scan's two previews; the new instance's repository copy).
+SHARED_RENDERS = {"test_takeover_platform.py": "stack", "test_change_safety.py": "module",
+                  "test_secret_leaks.py": "module", "test_new_instance.py": "module"}
 
 
 @pytest.fixture(autouse=True)
