@@ -10,7 +10,13 @@ mock runtime and caches):
   and a later identical render replays the kept one's mock calls instead of running the
   program (tests/test_render_cache.py proves a replay equals a render).  A test that patched
   attributes with ``monkeypatch`` (it may patch the program or its mocks) always renders
-  afresh, as does ``run_stack(..., fresh=True)``; environment changes are part of the key.
+  afresh, as does ``run_stack(..., fresh=True)``; environment changes are part of the key;
+* the examples-passphrase keys of the committed stacks are known (tests/example_keys.json);
+* ``run_command`` runs a command's ``__main__`` in this process (each command keeps one test
+  that starts it as a real process); ``copy_tree`` gives a test that writes stack files a
+  repository of its own, so one parallel pass runs every test;
+* ``SHARED_RENDERS``: modules whose tests share kept work run on one worker (xdist groups,
+  which this conftest makes work with pytest 9.2: ``_mark_group_in_node_id``).
 """
 
 from __future__ import annotations
