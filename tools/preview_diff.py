@@ -47,17 +47,42 @@ def render_tree(tree: Path, out: Path, stacks: Sequence[str] | None = None) -> R
         # a revision before `tools.preview --stacks` renders them all (the same files, slower)
         if "--stacks" in (tree / "tools" / "preview.py").read_text(encoding="utf-8", errors="replace"):
             which = ["--stacks", *present]
+    argv = [*which, "--no-inputs", "--out", str(out)]
+    if tree.resolve() == ROOT.resolve():
+        return _render_here(argv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     env["PYTHONPATH"] = str(tree)
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.preview", *which, "--no-inputs", "--out", str(out)],
+        [sys.executable, "-m", "tools.preview", *argv],
         cwd=tree, env=env, capture_output=True, text=True, timeout=600,
     )
     if proc.returncode == 0:
         return None
-    text = (proc.stderr or proc.stdout).strip()
-    line = text.splitlines()[-1] if text else f"exit {proc.returncode}"
-    return RenderFailure(proc.returncode, line.removeprefix("error: "))
+    return _failure(proc.returncode, proc.stderr or proc.stdout)
+
+
+def _render_here(argv: list[str]) -> RenderFailure | None:
+    """The working tree is this process's own code: `tools.preview` runs here, under its guard,
+    as it would in a process of its own (no passphrase: placeholders), without a second
+    interpreter and its imports."""
+    import functools
+    import io
+
+    from tools import preview
+
+    err = io.StringIO()
+    passphrase = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    try:
+        code = cli.run(functools.partial(preview.main, stdout=io.StringIO(), stderr=err), argv, stderr=err)
+    finally:
+        os.environ.update(passphrase)
+    return None if code == 0 else _failure(code, err.getvalue())
+
+
+def _failure(code: int, output: str) -> RenderFailure:
+    text = output.strip()
+    line = text.splitlines()[-1] if text else f"exit {code}"
+    return RenderFailure(code, line.removeprefix("error: "))
 
 
 def checkout(rev: str, dest: Path) -> None:
