@@ -5,7 +5,7 @@
 Measures, on this machine:
 * the offline preview of each stack (whole command, as a user runs it);
 * the fleet preview (every stack in one process) against one stack;
-* the unit suite and the integration suite (pytest wall time);
+* the unit tier (./dev test --unit) and the integration suite (pytest wall time);
 * the log migration against the runbook's plain `s3cmd sync -r` (bench/log_migration.py).
 """
 
@@ -52,7 +52,8 @@ def main() -> int:
     rows.append(("preview, one stack (median over stacks)", one, min(v[1] for v in per_stack.values()), max(v[2] for v in per_stack.values())))
     fleet = median_of(args.runs, [PY, "-m", "tools.preview", "--all", "--no-inputs"])
     rows.append((f"preview, all {len(stacks)} stacks in one run", *fleet))
-    rows.append(("unit suite (pytest, no integration)", *median_of(args.runs, [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "--ignore=tests/integration"])))
+    # the unit tier as the README names it (./dev test --unit)
+    rows.append(("unit tier (./dev test --unit)", *median_of(args.runs, [str(ROOT / "dev"), "test", "--unit", "-q", "-p", "no:cacheprovider"])))
     if not args.skip_integration:
         rows.append(("integration suite (real KDC, RGW, PostgreSQL, s3cmd)", *median_of(args.runs, [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/integration"])))
     print(f"| benchmark ({args.runs} runs) | median s | min s | max s |\n|---|---|---|---|")

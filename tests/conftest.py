@@ -11,6 +11,11 @@ mock runtime and caches):
   program (tests/test_render_cache.py proves a replay equals a render).  A test that patched
   attributes with ``monkeypatch`` (it may patch the program or its mocks) always renders
   afresh, as does ``run_stack(..., fresh=True)``; environment changes are part of the key;
+* the two xdist workers share their kept renders through the run's temporary directory
+  (``RenderCache.shared_dir``): a render one worker kept, the other replays (a render whose
+  error cannot be pickled stays in its worker);
+* ``./dev test --unit`` runs only the in-process tests (tests/unit_tier.py: a test that starts
+  a process is marked ``processes`` and left to the whole suite; unmarked, it fails there);
 * the examples-passphrase keys of the committed stacks are known (tests/example_keys.json);
 * ``run_command`` runs a command's ``__main__`` in this process (each command keeps one test
   that starts it as a real process); ``copy_tree`` gives a test that writes stack files a
@@ -33,6 +38,8 @@ import pytest
 
 from tools import mockrun, stackconfig
 from tools import passphrase as _passphrase
+
+pytest_plugins = ["tests.unit_tier", "pytester"]  # ./dev test --unit: the in-process tier, checked (tests/unit_tier.py)
 
 EXAMPLE_PASSPHRASE = "examples-only-not-a-secret"
 STACKS = ("test-k8s", "search")
@@ -108,6 +115,37 @@ def _may_use_kept_renders() -> bool:
 
 
 mockrun.RENDER_CACHE = mockrun.RenderCache(allowed=_may_use_kept_renders)
+
+
+_KEPT_RENDERS_KEY = "kept_renders_key"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller, per worker: the key that seals the run's shared kept renders
+    (``RenderCache.shared_key``), sent over xdist's channel: in no file, argv or environment."""
+    config = node.config
+    if not hasattr(config, "_kept_renders_key"):
+        config._kept_renders_key = os.urandom(32).hex()
+    node.workerinput[_KEPT_RENDERS_KEY] = config._kept_renders_key
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kept_renders_shared_by_the_workers(request, tmp_path_factory):
+    """The xdist workers of one run share their kept renders (``RenderCache.shared_dir``): a
+    render one worker ran, the other replays.  The store lives in the run's own temporary
+    directory (pytest's, mode 0700), the parent of each worker's ``popen-gwN``; each file is
+    sealed with the run's key, since a render holds the stack's decrypted secrets."""
+    workerinput = getattr(request.config, "workerinput", None)
+    if not workerinput or _KEPT_RENDERS_KEY not in workerinput or mockrun.RENDER_CACHE is None:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent / "kept-renders"
+    shared.mkdir(exist_ok=True)
+    cache = mockrun.RENDER_CACHE
+    cache.shared_dir, cache.shared_key = shared, bytes.fromhex(workerinput[_KEPT_RENDERS_KEY])
+    yield
+    cache.shared_dir, cache.shared_key = None, None
 
 
 def run_stack(stack: str, overrides: dict[str, Any] | None = None, drop: tuple[str, ...] = (),

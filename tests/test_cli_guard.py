@@ -184,6 +184,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("module", COMMANDS)
 def test_a_bug_in_a_command_is_exit_1_one_line_no_traceback(module):
     args, bug, _, _ = COMMANDS[module]
@@ -192,6 +193,7 @@ def test_a_bug_in_a_command_is_exit_1_one_line_no_traceback(module):
     assert proc.stderr == BUG_LINE
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("module", COMMANDS)
 def test_a_bug_in_a_command_with_debug_shows_the_traceback(module):
     args, bug, _, _ = COMMANDS[module]
@@ -201,6 +203,7 @@ def test_a_bug_in_a_command_with_debug_shows_the_traceback(module):
     assert proc.stderr.endswith("error: internal error (a bug, please report it): ZeroDivisionError: division by zero\n")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("module", COMMANDS)
 def test_a_bad_command_line_is_exit_2_and_one_line(module):
     """The real process: `python -m <module>` reaches the guard through its ``__main__``."""

@@ -276,6 +276,7 @@ def test_unknown_stack_is_one_line(root):
     assert err.startswith("error: unknown stack 'nosuch'")
 
 
+@pytest.mark.processes
 def test_dev_config_runs_the_command_under_the_guard():
     proc = subprocess.run([str(ROOT / "dev"), "config", "get", "-s", "nosuch", "phase"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

@@ -30,6 +30,7 @@ def test_job_runs_the_verifier_script_for_legacy_and_cnpg(cfg):
     assert migration.verify_job(cfg)["spec"]["backoffLimit"] == 0, "a failed check must fail the update, not retry"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("trailing", ["", "\n"])
 def test_job_command_feeds_exactly_two_password_lines(tmp_path, trailing):
     # the Job's exact command, with the secret mount point moved under tmp_path

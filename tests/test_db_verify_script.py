@@ -173,6 +173,7 @@ class TestScriptText:
 
 
 class TestShellContract:
+    @pytest.mark.processes
     def test_hostile_names_reach_psql_verbatim_and_nothing_is_executed(self, fake):
         result = fake.run(script_for(**HOSTILE), f"{SOURCE_PASSWORD}\n{TARGET_PASSWORD}\n")
         assert result.returncode == 0, result.stderr
@@ -185,6 +186,7 @@ class TestShellContract:
         assert list(fake.workdir.iterdir()) == [], "a name or password was executed by the shell"
         assert "\nsecond line" not in result.stdout, "control characters in names must not break report lines"
 
+    @pytest.mark.processes
     def test_passwords_reach_psql_only_through_0600_pgpass_files(self, fake):
         result = fake.run(script_for(), f"{SOURCE_PASSWORD}\n{TARGET_PASSWORD}\n",
                           extra_env={"PGPASSWORD": "from-the-caller", "PGSERVICE": "x"})
@@ -206,6 +208,7 @@ class TestShellContract:
                 assert json.dumps(secret)[1:-1] not in flat, "a password reached psql's argv or environment"
         assert list(fake.tmpdir.iterdir()) == [], "the pgpass directory must be removed on exit"
 
+    @pytest.mark.processes
     @pytest.mark.parametrize("stdin, missing", [("", "got none"), ("only-one\n", "got one")])
     def test_fewer_than_two_stdin_lines_is_a_usage_error(self, fake, stdin, missing):
         result = fake.run(script_for(), stdin)
@@ -214,12 +217,14 @@ class TestShellContract:
                                          f"then the target password ({missing})")
         assert fake.records() == [], "nothing may connect without both passwords"
 
+    @pytest.mark.processes
     def test_the_last_line_may_lack_its_newline(self, fake):
         result = fake.run(script_for(), f"{SOURCE_PASSWORD}\n{TARGET_PASSWORD}")
         assert result.returncode == 0, result.stderr
         assert {c["pgpass"] for c in fake.records() if c["env"]["PGPORT"] == "2222"} == \
             {"*:*:*:*:another\\:one\\\\\n"}
 
+    @pytest.mark.processes
     def test_report_flags_each_kind_of_difference(self, fake):
         row = "table\t{key}\t{name}\t{rows}\t{sum}"
         seq = "sequence\t{key}\t{name}\t{last}\t{called}"
@@ -255,6 +260,7 @@ class TestShellContract:
         assert last == "db_verify: the target database differs from the source, see the report on stdout"
         assert all(re.match(r"db_verify: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line) for line in progress), progress
 
+    @pytest.mark.processes
     def test_empty_databases_on_both_sides_match(self, fake):
         result = fake.run(script_for(), "a\nb\n")
         assert result.returncode == 0 and "summary: 0 tables, 0 sequences compared, 0 differences" in result.stdout
@@ -273,6 +279,7 @@ class TestProgress:
             fake.canned(port, [f"table\t{k}\t{name}\t3\taa" for k, name, _ in self.TABLES]
                         + ["sequence\ts1\tpublic.log_id_seq\t5\tt"])
 
+    @pytest.mark.processes
     def test_progress_lines_count_relations_and_bytes_and_end_at_all_done(self, fake):
         self._canned(fake)
         result = fake.run(script_for(progress_seconds=0.3), "pw-SOURCE-1\npw-TARGET-2\n",
@@ -293,6 +300,7 @@ class TestProgress:
             ["source:", "target:", "OK", "OK", "OK", "OK", "OK", "summary:", "RESULT:"], "stdout holds the report only"
         assert "pw-SOURCE-1" not in result.stderr and "pw-TARGET-2" not in result.stderr, "no password in the log"
 
+    @pytest.mark.processes
     def test_a_failing_side_stops_the_monitor_and_exits_2(self, fake, tmp_path):
         self._canned(fake)
         (tmp_path / "out.2222").unlink()
@@ -343,6 +351,7 @@ SIZES = {"a": 1_000_000, "b": 1_000_000, "c": 8_000_000, "d": 0}
     (3600, "d", "d", "source 1 of 4 relations (0 B of 10.0 MB), target 1 of 4 (0 B of 10.0 MB) "
                      "checksummed; 0 B/s; about 3 h 00 min left"),
 ])
+@pytest.mark.processes
 def test_progress_line_format_and_time_left(tmp_path, elapsed, source_done, target_done, want):
     line = progress_awk(tmp_path, elapsed, (SIZES, source_done), (SIZES, target_done))
     assert line == "progress: " + want + "\n"

@@ -190,6 +190,7 @@ def test_every_stack_gets_a_plan(tmp_path):
     assert done >= 13
 
 
+@pytest.mark.processes
 def test_runs_under_the_guard():
     from tests.test_cli_guard import BUG_IN_STACKCONFIG_LOAD, BUG_LINE, run_module
 
@@ -241,6 +242,7 @@ def run_import_cli(tmp_path, pairs, rc=0, stack="search"):
     return run_cli("-s", stack, "--out", str(tmp_path / "plan.json"), "--import", env=env)
 
 
+@pytest.mark.processes
 def test_import_reads_each_bucket_with_its_users_pair_from_a_private_file(tmp_path):
     proc = run_import_cli(tmp_path, PAIRS)
     assert proc.returncode == 0, proc.stderr
@@ -260,6 +262,7 @@ def test_import_reads_each_bucket_with_its_users_pair_from_a_private_file(tmp_pa
         assert value not in (tmp_path / "plan.json").read_text() and value not in proc.stdout + proc.stderr
 
 
+@pytest.mark.processes
 def test_failed_import_exits_1_and_still_removes_the_credentials(tmp_path):
     proc = run_import_cli(tmp_path, PAIRS, rc=3)
     assert proc.returncode == 1 and "pulumi import exited 3" in proc.stdout, proc.stdout + proc.stderr
@@ -267,6 +270,7 @@ def test_failed_import_exits_1_and_still_removes_the_credentials(tmp_path):
     assert not Path(record["env"]["AWS_SHARED_CREDENTIALS_FILE"]).exists()
 
 
+@pytest.mark.processes
 def test_missing_pair_is_one_line_naming_the_key_and_imports_nothing(tmp_path):
     pairs = dict(PAIRS)
     del pairs["postgresqlS3SecretKey"]

@@ -105,6 +105,7 @@ def test_the_generated_scripts_are_the_header_the_values_and_the_files():
     assert "\nsudo=(sudo -n)\n" in script and "\nsudo=()\n" in keytab(use_sudo=False), "the sudo array follows use_sudo"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("use_sudo", [True, False], ids=["sudo", "root"])
 def test_generated_scripts_are_valid_bash_and_shellcheck_clean(use_sudo):
     assert SHELLCHECK, "shellcheck is not installed: tools/system-packages.sh installs it"
@@ -121,6 +122,7 @@ def test_every_principal_is_shell_quoted_in_the_keytab_script():
         assert shlex.quote(principal) in script, f"{principal} must appear shlex-quoted"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("runs_as", HOSTILE_RUNS_AS)
 def test_hostile_runs_as_comes_out_quoted_in_the_scripts_and_escaped_in_the_rules(runs_as):
     names = kerberos.principals(runs_as, FQDN, REALM)
@@ -160,6 +162,7 @@ def test_runs_as_that_looks_like_an_option_is_rejected(runs_as):
             build()
 
 
+@pytest.mark.processes
 def test_hostile_runs_as_is_one_bash_word():
     """bash itself reads the quoted name back as one word, unexpanded."""
     names = kerberos.principals("a;$(id)`id`", "h.example", REALM)
@@ -335,6 +338,7 @@ def test_every_stacks_rules_are_exact_commands_of_its_own_values_and_no_shell(ev
                        for line in text.splitlines()) == 1, f"{stack}: one addprinc rule for {name}"
 
 
+@pytest.mark.processes
 def test_every_stacks_scripts_are_shellcheck_clean(every_stack):
     assert SHELLCHECK, "shellcheck is not installed: tools/system-packages.sh installs it"
     texts = {}
@@ -654,6 +658,7 @@ def assert_nothing_left(kdc: FakeKdc) -> None:
     assert list(kdc.scratch().iterdir()) == [], f"the script's temp dir must be removed: {list(kdc.scratch().iterdir())}"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("use_sudo", [True, False], ids=["sudo", "root"])
 def test_keytab_script_prints_only_the_keytab_on_stdout(kdc, use_sudo):
     done = kdc.run(use_sudo=use_sudo)
@@ -675,6 +680,7 @@ def test_keytab_script_prints_only_the_keytab_on_stdout(kdc, use_sudo):
     assert (wrapped.returncode, wrapped.stdout) == (0, done.stdout), f"the same through the Command's line: {wrapped}"
 
 
+@pytest.mark.processes
 def test_every_sudo_call_is_exactly_one_rule_and_every_rule_is_used(kdc):
     first = kdc.run()
     assert first.returncode == 0, first.stderr
@@ -695,6 +701,7 @@ def test_every_sudo_call_is_exactly_one_rule_and_every_rule_is_used(kdc):
     assert kdc.calls()[0] == ["-r", REALM, "getprinc", f"krbtgt/{REALM}@{REALM}"], "the realm is checked first"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stack", STACKS)
 def test_a_stacks_own_script_asks_sudo_only_for_its_own_rules(kdc, every_stack, stack):
     """The exact text the stack registers (production paths), run with its paths mapped to the
@@ -735,6 +742,7 @@ def test_a_stacks_own_script_asks_sudo_only_for_its_own_rules(kdc, every_stack, 
     ids=["realm-not-served", "getprinc-fails", "addprinc-fails", "principal-missing-from-keytab",
          "no-keytab-written", "keytab-unreadable", "klist-fails", "base64-fails"],
 )
+@pytest.mark.processes
 def test_a_failing_keytab_script_prints_nothing_on_stdout(kdc, setup, env, says):
     if setup == "no-krbtgt":
         kdc.principals([])
@@ -750,6 +758,7 @@ def test_a_failing_keytab_script_prints_nothing_on_stdout(kdc, setup, env, says)
     assert kdc.calls(), "the stand-in KDC was used"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("unsafe", ["symlink", "world-writable", "group-writable", "not-root-owned", "a-file"])
 def test_an_unsafe_spool_is_refused_before_anything_is_created(kdc, unsafe):
     """root writes the keytab under the spool: one another user could write to is refused first."""
@@ -775,6 +784,7 @@ def test_an_unsafe_spool_is_refused_before_anything_is_created(kdc, unsafe):
     assert list(elsewhere.iterdir()) == [], "nothing was written through the spool"
 
 
+@pytest.mark.processes
 def test_a_keytab_left_in_the_spool_is_replaced_not_appended_to(kdc):
     clean = kdc.run()
     assert clean.returncode == 0, clean.stderr
@@ -786,6 +796,7 @@ def test_a_keytab_left_in_the_spool_is_replaced_not_appended_to(kdc):
     assert_nothing_left(kdc)
 
 
+@pytest.mark.processes
 def test_two_exports_in_one_file_are_refused_by_the_normalizer(kdc):
     """What two runs at the same time would leave (both appended to root's file): refused."""
     first = kdc.run()
@@ -799,6 +810,7 @@ def test_two_exports_in_one_file_are_refused_by_the_normalizer(kdc):
     assert doubled.read_bytes() == data + data[2:], "a refused keytab is left as it was"
 
 
+@pytest.mark.processes
 def test_the_normalizer_skips_holes_and_zeroes_every_timestamp(kdc):
     first = kdc.run()
     data = bytearray(base64.b64decode(first.stdout))
@@ -825,6 +837,7 @@ def run_delete_script(names: list[str], **env: str) -> str:
     return done.stderr
 
 
+@pytest.mark.processes
 def test_delete_script_prints_the_kept_instructions():
     """The delete output and the manual steps (kerberos.kept_instructions) say the same thing."""
     kept = kerberos.kept_instructions(REALM, SEARCH)
@@ -836,6 +849,7 @@ def test_delete_script_prints_the_kept_instructions():
     assert f"  and the instance's empty keytab spool: sudo rmdir {SPOOL}" in kept, "the spool directory is named"
 
 
+@pytest.mark.processes
 def test_delete_script_deletes_nothing_but_roots_spool_copy(kdc):
     kdc.spool_keytab.parent.mkdir(parents=True)
     kdc.spool_keytab.write_bytes(b"\x05\x02left by an interrupted run")

@@ -193,6 +193,7 @@ def test_stop_legacy_script_matches_golden():
     golden("log_migration_stop_search.sh", lm.stop_legacy_script("search", logs_dir=LOGS, use_sudo=True, timeout_seconds=600))
 
 
+@pytest.mark.processes
 def test_scripts_follow_the_remote_conventions():
     for script, body in ((lm.sync_script(LOGS, BUCKET, ENDPOINT, "dpe", 8), "legacy_logs.sh"),
                          (lm.verify_script(LOGS, BUCKET, ENDPOINT, "dpe"), "legacy_logs.sh"),
@@ -280,6 +281,7 @@ def test_bad_arguments_are_refused(kwargs, match):
         lm.sync_script(**args)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_hostile_paths_are_quoted(name):
     logs = f"/srv/{name}/logs"
@@ -399,6 +401,7 @@ def sync(logs: Path, s3: FakeS3, parallelism: int = 4, **kwargs) -> str:
     return lm.sync_script(str(logs), "logs.test", s3.endpoint, "dpe", parallelism, **kwargs)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_missing_logs_dir_fails_clearly_and_names_it(fake, s3, tmp_path, name):
     missing = tmp_path / name / "logs"
@@ -414,6 +417,7 @@ def test_missing_logs_dir_fails_clearly_and_names_it(fake, s3, tmp_path, name):
     ("", "line 1"), (f"{ACCESS}\n", "line 2"), (f"{ACCESS}\n$HOME00000000000000000000\n", "secret key"),
     (f"short\n{SECRET}\n", "access key"),
 ])
+@pytest.mark.processes
 def test_bad_stdin_is_refused_before_any_request(fake, s3, tmp_path, stdin, match):
     (tmp_path / "logs").mkdir()
     proc = fake.run(sync(tmp_path / "logs", s3), stdin=stdin)
@@ -449,6 +453,7 @@ def objects_of(s3: FakeS3) -> dict[str, bytes]:
     return {os.fsdecode(k): body for k, (body, _) in s3.objects.items()}
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("parallelism", [1, 3, 8])
 def test_every_regular_file_is_uploaded_once_with_its_relative_key(fake, s3, tmp_path, parallelism):
     logs = skewed_tree_with_hostile_names(tmp_path)
@@ -470,6 +475,7 @@ def test_every_regular_file_is_uploaded_once_with_its_relative_key(fake, s3, tmp
     assert s3.connections <= parallelism + 1, f"connections are kept alive ({s3.connections} for {files} files)"
 
 
+@pytest.mark.processes
 def test_a_second_run_uploads_nothing_then_only_what_changed(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     tree = make_tree(logs, files=300, seed=5)
@@ -486,6 +492,7 @@ def test_a_second_run_uploads_nothing_then_only_what_changed(fake, s3, tmp_path)
     assert f"uploaded {len(changed) + len(added)} (" in third.stdout
 
 
+@pytest.mark.processes
 def test_uploads_run_in_parallel(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=60, seed=2)
@@ -495,6 +502,7 @@ def test_uploads_run_in_parallel(fake, s3, tmp_path):
     assert s3.peak == 4, f"4 uploads at once, saw at most {s3.peak}"
 
 
+@pytest.mark.processes
 def test_keys_only_in_a_0600_config_that_is_removed(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=50, seed=1)
@@ -517,6 +525,7 @@ def test_keys_only_in_a_0600_config_that_is_removed(fake, s3, tmp_path):
     assert all(SECRET not in json.dumps(h) for _, _, h in s3.requests), "the secret key never travels"
 
 
+@pytest.mark.processes
 def test_a_failing_upload_fails_the_script_after_the_others(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     tree = make_tree(logs, files=200, seed=4)
@@ -531,6 +540,7 @@ def test_a_failing_upload_fails_the_script_after_the_others(fake, s3, tmp_path):
     assert set(objects_of(s3)) == set(tree.files) - {victim}, "the other files were uploaded"
 
 
+@pytest.mark.processes
 def test_sigterm_stops_the_upload_and_removes_the_config(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=200, seed=6)
@@ -562,6 +572,7 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return False
 
 
+@pytest.mark.processes
 def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=20, seed=7)
@@ -580,6 +591,7 @@ def test_scratch_dirs_of_killed_runs_are_removed_live_ones_kept(fake, s3, tmp_pa
     assert f"removed the scratch dir {stale}" in proc.stderr
 
 
+@pytest.mark.processes
 def test_empty_logs_dir_syncs_nothing_and_succeeds(fake, s3, tmp_path):
     (tmp_path / "logs").mkdir()
     proc = fake.run(sync(tmp_path / "logs", s3, 4))
@@ -587,6 +599,7 @@ def test_empty_logs_dir_syncs_nothing_and_succeeds(fake, s3, tmp_path):
     assert s3.puts() == Counter() and "0 files (0 bytes) in 0 top-level entries" in proc.stdout
 
 
+@pytest.mark.processes
 def test_files_over_the_threshold_go_to_s3cmd_multipart(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=40, seed=3)
@@ -607,6 +620,7 @@ UNREADABLE_LINE = re.compile(
     r"as nobody: the log steps read the tree as the SSH user, without sudo, as the runbook does; (?P<fix>.+), then re-run")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("step", ["sync", "verify"])
 @pytest.mark.parametrize("what", ["subdir", "file", "logs_dir"])
 def test_a_path_the_ssh_user_cannot_read_fails_before_any_upload_in_one_line_naming_it_and_the_fix(s3, step, what):
@@ -690,6 +704,7 @@ def test_the_fix_names_only_the_group_when_the_group_can_already_read():
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 
+@pytest.mark.processes
 def test_progress_lines_on_stderr_with_counts_and_nothing_new_on_stdout(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     tree = make_tree(logs, files=120, seed=9)
@@ -712,6 +727,7 @@ def test_progress_lines_on_stderr_with_counts_and_nothing_new_on_stdout(fake, s3
     assert "downtime" not in proc.stderr, "only the final pass announces the end of the downtime"
 
 
+@pytest.mark.processes
 def test_the_final_pass_says_when_the_downtime_can_end(fake, s3, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=10, seed=9)
@@ -781,6 +797,7 @@ def local_objects(logs: Path) -> dict[str, int]:
     return {k: (logs / k).stat().st_size for k in regular_files(logs)}
 
 
+@pytest.mark.processes
 def test_verify_passes_and_prints_a_row_per_prefix(fake, tmp_path):
     # `s3cmd ls` prints a key with a line break on two lines: no such name here (Airflow makes none)
     logs = skewed_tree_with_hostile_names(tmp_path, newline=False)
@@ -807,6 +824,7 @@ def tree_row(lines: list[str], prefix: str) -> str:
     return next(line for line in lines if line.startswith(prefix + " "))
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("change", ["missing", "short"])
 def test_verify_fails_and_names_the_prefix(fake, tmp_path, change):
     logs = tmp_path / "logs"
@@ -825,6 +843,7 @@ def test_verify_fails_and_names_the_prefix(fake, tmp_path, change):
     assert f"scheduler ({detail})" in proc.stderr, f"stderr names the prefix: {proc.stderr}"
 
 
+@pytest.mark.processes
 def test_verify_refuses_a_listing_it_cannot_parse(fake, tmp_path):
     logs = tmp_path / "logs"
     make_tree(logs, files=20, seed=10)
@@ -949,6 +968,7 @@ UNITS = ["airflow-webserver@search.service", "airflow-kerberos@search.service", 
 OTHER_INSTANCE = {"airflow-scheduler@analytics_test.service": "active", "airflow-webserver@analytics_test.service": "active"}
 
 
+@pytest.mark.processes
 def test_stop_makes_the_runbook_calls_then_is_idempotent(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     script = svc.script()
@@ -976,6 +996,7 @@ def test_stop_makes_the_runbook_calls_then_is_idempotent(tmp_path):
                              "none was running\n"), second.stdout
 
 
+@pytest.mark.processes
 def test_stop_logs_when_the_downtime_started(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     first = svc.run(svc.script())
@@ -987,6 +1008,7 @@ def test_stop_logs_when_the_downtime_started(tmp_path):
                      second.stderr, re.M), second.stderr
 
 
+@pytest.mark.processes
 def test_stop_touches_only_this_instances_units(tmp_path):
     svc = FakeServices(tmp_path / "svc", {**RUNNING, **OTHER_INSTANCE})
     proc = svc.run(svc.script())
@@ -996,6 +1018,7 @@ def test_stop_touches_only_this_instances_units(tmp_path):
     assert listed and all(c[-3:] == UNITS for c in listed), f"systemctl lists the three units by exact name: {listed}"
 
 
+@pytest.mark.processes
 def test_stop_changes_nothing_when_the_legacy_name_is_wrong(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     proc = svc.run(svc.script(logs_dir="/srv/airflow-serach/logs"))  # a typo in legacy.logsDir
@@ -1024,6 +1047,7 @@ def test_a_logs_dir_that_names_no_unit_is_refused(logs_dir):
         lm.legacy_name("search", logs_dir)
 
 
+@pytest.mark.processes
 def test_stop_keeps_another_operators_disable_reason(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     (tmp_path / "svc" / "agent_disabled.lock").write_text(json.dumps({"disabled_message": "T12345 kernel upgrade"}))
@@ -1034,6 +1058,7 @@ def test_stop_keeps_another_operators_disable_reason(tmp_path):
     assert "already disabled" in proc.stdout
 
 
+@pytest.mark.processes
 def test_stop_fails_when_a_unit_stays_active(tmp_path):
     svc = FakeServices(tmp_path / "svc", {**RUNNING, "airflow-scheduler@search.service": "stuck"})
     proc = svc.run(svc.script())
@@ -1042,6 +1067,7 @@ def test_stop_fails_when_a_unit_stays_active(tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.processes
 def test_stop_waits_for_a_puppet_run_in_progress(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     run = subprocess.Popen(["sleep", "30"])
@@ -1072,6 +1098,7 @@ def rules(timeout_seconds: int = 600, tools: lm.LegacyTools = lm.LegacyTools()) 
                             timeout_seconds=timeout_seconds, tools=tools)
 
 
+@pytest.mark.processes
 def test_the_rules_render_for_visudo_with_exact_commands_only():
     text = sudoers.render(rules())
     assert text.splitlines()[-5:] == [
@@ -1119,6 +1146,7 @@ def test_tool_paths_must_be_plain_absolute_paths(path):
         lm.LegacyTools(puppet=path)
 
 
+@pytest.mark.processes
 def test_every_sudo_call_of_the_stop_script_is_exactly_one_rule(tmp_path):
     """Run the stop script built with use_sudo (as the search stack) against the stand-ins: each
     call through the recording sudo must equal one rule's command (sudo matches the arguments
@@ -1144,6 +1172,7 @@ def test_every_sudo_call_of_the_stop_script_is_exactly_one_rule(tmp_path):
         f"a second run reads puppet's lock paths only: {again}"
 
 
+@pytest.mark.processes
 def test_without_sudo_the_same_calls_run_directly(tmp_path):
     """remoteSudo false (the SSH user is root): the same bounded calls, no sudo."""
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
@@ -1153,6 +1182,7 @@ def test_without_sudo_the_same_calls_run_directly(tmp_path):
     assert "\nsudo=()\n" in svc.script(use_sudo=False) and "\nsudo=(sudo -n)\n" in svc.script(use_sudo=True)
 
 
+@pytest.mark.processes
 def test_the_search_stacks_stop_step_asks_sudo_for_exactly_its_manual_steps_rules(tmp_path):
     """What the program registers and what the operator installs come from one place: the stop
     script of the search stack (remoteSudo true), run against the stand-ins, asks sudo for exactly
@@ -1172,6 +1202,7 @@ def test_the_search_stacks_stop_step_asks_sudo_for_exactly_its_manual_steps_rule
     assert sorted(made) == sorted(r.commands), f"sudo calls {made} differ from the rules {r.commands}"
 
 
+@pytest.mark.processes
 def test_stop_removes_the_scratch_dirs_of_killed_runs_and_leaves_none_of_its_own(tmp_path):
     svc = FakeServices(tmp_path / "svc", dict(RUNNING))
     scratch_parent = tmp_path / "tmp"

@@ -80,6 +80,7 @@ def new_stack(repo) -> Path:
     return repo / f"Pulumi.{NEW}.yaml"
 
 
+@pytest.mark.processes
 def test_a_new_instance_goes_from_nothing_to_a_clean_preview_with_dev_config_alone(repo, new_stack):
     text = new_stack.read_text()
     assert OIDC not in text and "BEGIN OPENSSH" not in text
@@ -94,6 +95,7 @@ def test_a_new_instance_goes_from_nothing_to_a_clean_preview_with_dev_config_alo
     assert "fernetKey" not in text and "webserverSecretKey" not in text
 
 
+@pytest.mark.processes
 def test_the_repository_itself_holds_no_new_stack(new_stack):
     assert not (ROOT / f"Pulumi.{NEW}.yaml").exists()
     assert new_stack.parent != ROOT
@@ -118,6 +120,7 @@ def unparametrized_tests(module: str) -> list[str]:
             and not [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize"]]
 
 
+@pytest.mark.processes
 def test_the_tests_of_the_fleet_stay_green_with_the_new_stack_in_the_tree(repo, new_stack, tmp_path):
     # In the copy, in one pytest process: the fleet's shape (test_fleet.py's cross-fleet tests and
     # the counting tests of the other modules) and, in every module that lists the stacks of the

@@ -30,6 +30,7 @@ def run_cli(*args, passphrase=None, cwd=ROOT, subprocess_=False):
     return run_command("tools.preview", *args, env=env, cwd=cwd)
 
 
+@pytest.mark.processes
 def test_preview_prints_the_tree_with_options():
     proc = run_cli("-s", "search", subprocess_=True)  # the real process, once
     assert proc.returncode == 0, proc.stderr
@@ -305,6 +306,7 @@ def tree_copy(tmp_path):
     return copy
 
 
+@pytest.mark.processes
 def test_all_renders_every_good_stack_and_reports_each_broken_one(broken_stack_files, tree_copy, tmp_path):
     good = [s for s in stackconfig.stacks(tree_copy) if s not in broken_stack_files]
     assert good == ["search", "test-k8s"]

@@ -5,6 +5,8 @@ import io
 import subprocess
 import sys
 
+import pytest
+
 from tools import cli, preview_diff, touched_stacks
 
 STACKS = ["main", "search", "test-k8s"]
@@ -48,6 +50,7 @@ def test_same_render_twice_has_no_diff(tmp_path):
     assert preview_diff.diff_dirs(tmp_path / "a", tmp_path / "b", io.StringIO()) == 0
 
 
+@pytest.mark.processes
 def test_cli_against_head_reports_a_count():
     # the real process, both sides rendered for real (two stacks: every stack is the same code path)
     proc = subprocess.run([sys.executable, "-m", "tools.preview_diff", "--base", "HEAD", "--stacks", "search", "test-k8s"],
@@ -63,6 +66,7 @@ def test_a_stack_the_base_does_not_have_renders_nothing_there(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.processes
 def test_cli_unknown_revision_is_one_line():
     err = io.StringIO()
     assert preview_diff.main(["--base", "no-such-rev"], stdout=io.StringIO(), stderr=err) == 2
@@ -92,6 +96,7 @@ def test_the_preview_manifest_is_not_a_rendered_file(tmp_path):
     assert preview_diff.diff_dirs(tmp_path / "a", tmp_path / "b", io.StringIO()) == 0
 
 
+@pytest.mark.processes
 def test_a_working_tree_that_does_not_render_is_one_line_with_the_preview_exit_code(monkeypatch):
     for code in (2, 1):
         failure = preview_diff.RenderFailure(code, "search: airflow:phase: 'x' is not a phase\nsecond line")
@@ -101,6 +106,7 @@ def test_a_working_tree_that_does_not_render_is_one_line_with_the_preview_exit_c
         assert err.getvalue() == "error: the working tree does not render: search: airflow:phase: 'x' is not a phase second line\n"
 
 
+@pytest.mark.processes
 def test_touched_stacks_with_an_unknown_base_is_one_line(capsys):
     assert cli.run(touched_stacks.main, ["--base", "no-such-rev"]) == 2
     assert capsys.readouterr().err == "error: git diff against 'no-such-rev' failed\n"

@@ -216,6 +216,7 @@ HANGS = {
 }
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("mode", list(HANGS))
 def test_a_hung_step_is_killed_with_everything_it_started(tmp_path, mode):
     """The generated line, run by sh as the remote login shell would, against a step that hangs
@@ -260,6 +261,7 @@ def _check_killed(done: subprocess.CompletedProcess, elapsed: float, status: int
     assert not [p for p in started_pids if _alive(p)], f"a process of the timed-out step is still running ({mode})"
 
 
+@pytest.mark.processes
 def test_a_step_that_fails_or_succeeds_in_time_keeps_its_exit_status_and_says_nothing_more():
     for status in (0, 3):
         line = remote.wrap(f"echo out; echo err >&2; exit {status}", name="quick", timeout_seconds=30)

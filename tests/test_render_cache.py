@@ -6,7 +6,11 @@ these tests render for real (``fresh``) and compare.
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.conftest import stack_config
 from tools import mockrun, platform_model
@@ -138,3 +142,76 @@ def test_a_test_that_patched_an_attribute_renders_afresh(monkeypatch):
     assert cache.allowed(), "an environment change is part of the key"
     monkeypatch.setattr(conftest, "EXAMPLE_PASSPHRASE", conftest.EXAMPLE_PASSPHRASE)
     assert not cache.allowed()
+
+
+# --- the store the xdist workers share (RenderCache.shared_dir; tests/conftest.py) -----------
+
+KEY = os.urandom(32)
+
+
+def config_secret(stack: str, key: str) -> str:
+    config, _ = stack_config(stack)
+    return config[f"airflow:{key}"]
+
+
+def use_cache(new: mockrun.RenderCache) -> mockrun.RenderCache:
+    saved, mockrun.RENDER_CACHE = mockrun.RENDER_CACHE, new
+    return saved
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_render_kept_by_one_worker_is_replayed_by_the_other(stack, tmp_path):
+    """Two caches on one directory stand for the two workers: the second runs no program."""
+    first_worker, second_worker = (mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY),
+                                   mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY))
+    saved = use_cache(first_worker)
+    try:
+        kept = render(stack, fresh=False)
+        assert [p.suffix for p in tmp_path.iterdir()] == [".render"], "one render, one file, no temporary left"
+        mockrun.RENDER_CACHE = second_worker
+        replayed = render(stack, fresh=False)
+    finally:
+        mockrun.RENDER_CACHE = saved
+    assert (second_worker.misses, second_worker.hits, second_worker.shared_hits) == (0, 1, 1), \
+        f"{stack}: the second worker replays the first one's render"
+    assert replayed.monitor is not kept.monitor
+    assert canonical(replayed) == canonical(kept) == canonical(render(stack))
+    assert replayed.extra["mocks"].events == kept.extra["mocks"].events, "the replay does to its mocks what a render does"
+
+
+def test_a_shared_render_is_sealed_and_one_that_does_not_match_its_fingerprint_is_refused(tmp_path):
+    saved = use_cache(mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY))
+    try:
+        run = render("search", fresh=False)
+        (path,) = tmp_path.iterdir()
+        sealed = path.read_bytes()
+        plain_secret = config_secret("search", "fernetKey")
+        assert plain_secret.encode() not in sealed, "the file holds no decrypted secret"
+        data = AESGCM(KEY).decrypt(sealed[:12], sealed[12:], bytes.fromhex(path.stem))
+        assert plain_secret.encode() in data, "(the render does hold it: the seal is what hides it)"
+        registrations, order, outputs, stack_urn, error, calls, fingerprint = pickle.loads(data)
+        registrations[order[1]].protect = not registrations[order[1]].protect
+        data = pickle.dumps((registrations, order, outputs, stack_urn, error, calls, fingerprint))
+        nonce = os.urandom(12)
+        path.write_bytes(nonce + AESGCM(KEY).encrypt(nonce, data, bytes.fromhex(path.stem)))
+        mockrun.RENDER_CACHE = mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY)
+        with pytest.raises(mockrun.RenderCacheError, match="fingerprint"):
+            render("search", fresh=False)
+        mockrun.RENDER_CACHE = mockrun.RenderCache(shared_dir=tmp_path, shared_key=os.urandom(32))
+        with pytest.raises(mockrun.RenderCacheError, match="not written by this run"):
+            render("search", fresh=False)
+    finally:
+        mockrun.RENDER_CACHE = saved
+
+
+def test_a_render_whose_error_cannot_be_rebuilt_stays_in_its_worker(tmp_path):
+    """ConfigError's constructor takes more than its message: it does not survive pickle, so
+    such a render is kept in memory only (and runs again on the other worker)."""
+    first_worker = mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY)
+    saved = use_cache(first_worker)
+    try:
+        run = render("search", fresh=False, releaseTimeoutSeconds="soon")
+    finally:
+        mockrun.RENDER_CACHE = saved
+    assert run.error is not None and "releaseTimeoutSeconds" in str(run.error)
+    assert first_worker.misses == 1 and list(tmp_path.iterdir()) == []

@@ -175,6 +175,7 @@ def test_delete_script_matches_golden():
     golden("rgw_user_delete_airflow-search.sh", rgw_user.rgw_user_delete_script("airflow-search", use_sudo=True))
 
 
+@pytest.mark.processes
 def test_scripts_are_the_header_the_values_and_the_body_files():
     for name, text in (("rgw_user.sh", rgw_user.rgw_user_script("u", "u", use_sudo=True)),
                        ("rgw_user_delete.sh", rgw_user.rgw_user_delete_script("u", use_sudo=True))):
@@ -191,6 +192,7 @@ def test_scripts_are_the_header_the_values_and_the_body_files():
         subprocess.run(["bash", "-n"], input=text, text=True, check=True)
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck missing (tools/system-packages.sh)")
 @pytest.mark.parametrize("use_sudo", [True, False])
 def test_shellcheck_finds_nothing_in_the_scripts(use_sudo):
@@ -228,6 +230,7 @@ def test_the_helper_program_is_one_word_that_runs_exactly_rgw_admin_py():
     compile(code, "rgw_admin.py", "exec")
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("uid", HOSTILE_UIDS)
 def test_hostile_uids_are_quoted(uid):
     script = rgw_user.rgw_user_script(uid, uid, use_sudo=True)
@@ -243,6 +246,7 @@ def test_hostile_uids_are_quoted(uid):
         subprocess.run(["bash", "-n"], input=text, text=True, check=True)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("uid", HOSTILE_UIDS)
 def test_hostile_uid_reaches_radosgw_admin_as_one_argument(fake, uid):
     proc = fake.run(fake.script(uid, use_sudo=False), f"{ACCESS}\n{SECRET}\n")
@@ -256,6 +260,7 @@ def test_hostile_uid_reaches_radosgw_admin_as_one_argument(fake, uid):
 
 # --- the stdin contract -------------------------------------------------------------------
 
+@pytest.mark.processes
 def test_stdin_keys_are_handed_on_in_ceph_args_never_argv(fake):
     proc = fake.run(fake.script("airflow-search"), f"{ACCESS}\n{SECRET}\n")
     assert proc.returncode == 0, proc.stderr
@@ -273,6 +278,7 @@ def test_stdin_keys_are_handed_on_in_ceph_args_never_argv(fake):
     assert SECRET not in proc.stderr and ACCESS not in proc.stderr, "no key in diagnostics"
 
 
+@pytest.mark.processes
 def test_radosgw_admin_gets_an_environment_of_the_helpers_own_not_the_callers(fake):
     """A caller's CEPH_ARGS (which adds any radosgw-admin option) or other variables never reach it."""
     proc = fake.run(fake.script("u", use_sudo=False), f"{ACCESS}\n{SECRET}\n",
@@ -286,6 +292,7 @@ def test_radosgw_admin_gets_an_environment_of_the_helpers_own_not_the_callers(fa
     assert fake.users() == {"u": [[ACCESS, SECRET]]}, "the caller's --uid=other had no effect"
 
 
+@pytest.mark.processes
 def test_a_last_line_without_newline_is_accepted(fake):
     proc = fake.run(fake.script("u"), f"{ACCESS}\n{SECRET}")
     assert proc.returncode == 0, proc.stderr
@@ -303,6 +310,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stdin, why", MALFORMED, ids=[w for _, w in MALFORMED])
 def test_malformed_stdin_is_refused_before_any_radosgw_admin_call(fake, stdin, why):
     proc = fake.run(fake.script("u"), stdin)
@@ -316,6 +324,7 @@ def test_malformed_stdin_is_refused_before_any_radosgw_admin_call(fake, stdin, w
 HELPER_MALFORMED = MALFORMED[1:] + [(f"{ACCESS}\n{SECRET}\n--caps=users=*\n", "a third line")]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stdin, why", HELPER_MALFORMED, ids=[w for _, w in HELPER_MALFORMED])
 def test_the_root_helper_itself_refuses_malformed_keys(fake, stdin, why):
     """A caller of the sudo rule skips the script: rgw_admin.py checks the keys again."""
@@ -334,12 +343,14 @@ def test_the_root_helper_itself_refuses_malformed_keys(fake, stdin, why):
     ("metadata", "put", "user:u"),
     ("key", "rm", "--uid=u"),
 ], ids=["user-rm", "no-uid", "two-uids", "metadata-put", "key-rm"])
+@pytest.mark.processes
 def test_the_root_helper_runs_only_its_three_forms(fake, words):
     proc = fake.helper(*words, stdin=f"{ACCESS}\n{SECRET}\n")
     assert proc.returncode == 2 and "usage" in proc.stderr, f"rgw_admin.py ran {words}: {proc}"
     assert fake.calls() == [], f"radosgw-admin ran for {words}"
 
 
+@pytest.mark.processes
 def test_the_root_helper_refuses_key_create_for_a_user_that_does_not_exist(fake):
     """radosgw-admin would find the user by the access key and rewrite ITS secret (Ceph 16.2.15)."""
     victim = {"victim": [[ACCESS, "victimsecret000000000000000000000000001"]]}
@@ -350,6 +361,7 @@ def test_the_root_helper_refuses_key_create_for_a_user_that_does_not_exist(fake)
     assert fake.users() == victim, "the access key's owner is untouched"
 
 
+@pytest.mark.processes
 def test_radosgw_admin_messages_pass_through_with_the_keys_masked(fake):
     fake.seed({"u": [["OTHERACCESSKEY000001", "othersecret0000000000000000000000000001"]],
                "owner": [[ACCESS, "ownersecret0000000000000000000000000001"]]})
@@ -359,6 +371,7 @@ def test_radosgw_admin_messages_pass_through_with_the_keys_masked(fake):
     assert ACCESS not in proc.stderr and SECRET not in proc.stderr
 
 
+@pytest.mark.processes
 def test_unexpected_user_info_failure_aborts(fake):
     fake.fail_with(5)
     proc = fake.run(fake.script("u"), f"{ACCESS}\n{SECRET}\n")
@@ -368,6 +381,7 @@ def test_unexpected_user_info_failure_aborts(fake):
     assert proc.stdout == ""
 
 
+@pytest.mark.processes
 def test_another_users_access_key_is_refused_without_printing_it(fake):
     fake.seed({"owner": [[ACCESS, "ownersecret0000000000000000000000000001"]], "u": []})
     proc = fake.run(fake.script("u"), f"{ACCESS}\n{SECRET}\n")
@@ -414,6 +428,7 @@ def search_rules(tools: rgw_user.RgwTools = rgw_user.RgwTools()) -> sudoers.Host
                                   600, tools)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_every_sudo_call_of_the_script_is_exactly_one_rule(fake, scenario):
     before, secret, summary = SCENARIOS[scenario]
@@ -432,6 +447,7 @@ def test_every_sudo_call_of_the_script_is_exactly_one_rule(fake, scenario):
         assert len(matching) == 1, f"sudo call not exactly one rule ({len(matching)}): {argv[1:4] + argv[5:]}"
 
 
+@pytest.mark.processes
 def test_the_scenarios_use_every_rule_of_the_user_and_nothing_else(fake):
     used: set[tuple[str, ...]] = set()
     for before, secret, _ in SCENARIOS.values():
@@ -443,6 +459,7 @@ def test_the_scenarios_use_every_rule_of_the_user_and_nothing_else(fake):
     assert used == expected, "the rules for a user are exactly the calls the script makes for it"
 
 
+@pytest.mark.processes
 def test_without_sudo_the_script_runs_the_same_command_lines_directly(fake):
     proc = fake.run(fake.script("airflow-search", use_sudo=False), f"{ACCESS}\n{SECRET}\n")
     assert proc.returncode == 0, proc.stderr
@@ -590,6 +607,7 @@ def test_component_waits_for_its_preconditions():
 
 # --- what deleting leaves, as the manual steps say it --------------------------------------
 
+@pytest.mark.processes
 def test_delete_script_deletes_nothing_and_prints_the_manual_command(fake):
     uid = "it's; `id` x"
     proc = fake.run(rgw_user.rgw_user_delete_script(uid, use_sudo=True), "")
@@ -609,6 +627,7 @@ def bash_words(fake: FakeRgw, line: str) -> list[str]:
     return done.stdout.split("\0")[:-1]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("uid", ["airflow-search", *HOSTILE_UIDS])
 def test_delete_script_prints_the_kept_instructions(fake, uid):
     """The manual steps (rgw_user.kept_instructions) and the delete script say the same thing."""

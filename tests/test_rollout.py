@@ -3,6 +3,8 @@
 import functools
 import io
 
+import pytest
+
 from tools import cli, preview_diff, rollout
 
 
@@ -123,6 +125,7 @@ def dry(argv, render_tree):
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.processes
 def test_dry_run_prints_the_order_canary_first_and_each_stacks_diff(monkeypatch):
     monkeypatch.setattr(rollout.shutil, "which", lambda name: None)  # no CLI needed
     trees = fake_trees({"main": "app:\n  version: new\n"})
@@ -140,12 +143,14 @@ def test_dry_run_prints_the_order_canary_first_and_each_stacks_diff(monkeypatch)
     assert lines[-1] == "dry run: 1 of 4 stack(s) change: main; nothing was applied"
 
 
+@pytest.mark.processes
 def test_dry_run_never_runs_a_stack():
     rec = Recorder()
     code, _, _ = dry(["--dry-run", "--base", "HEAD", "--stacks", "search"], fake_trees({}))
     assert code == 0 and rec.calls == []
 
 
+@pytest.mark.processes
 def test_dry_run_unreadable_input_is_one_line_exit_2():
     code, out, err = dry(["--dry-run", "--base", "no-such-rev"], fake_trees({}))
     assert (code, out) == (2, "") and err == "error: no git revision 'no-such-rev' to compare with (--base)\n"
@@ -160,6 +165,7 @@ def test_dry_run_unreadable_input_is_one_line_exit_2():
     assert code == 2 and err.count("\n") == 1 and "not allowed with argument" in err
 
 
+@pytest.mark.processes
 def test_dry_run_with_a_base_that_does_not_render_shows_additions():
     def render_tree(tree, out, stacks=None):
         if tree != rollout.ROOT:
@@ -171,6 +177,7 @@ def test_dry_run_with_a_base_that_does_not_render_shows_additions():
     assert "==> dry run search (2/2): 1 rendered file(s) differ" in out
 
 
+@pytest.mark.processes
 def test_dry_run_for_real_renders_both_sides_without_the_cli(monkeypatch):
     # the real renderer (tools/preview_diff.py: one `tools.preview --stacks test-k8s search` per side);
     # HEAD against the working tree

@@ -321,6 +321,7 @@ def _shown(run: subprocess.CompletedProcess) -> str:
     return f"exit {run.returncode}; stderr: {run.stderr.decode(errors='replace')[-2000:]}"
 
 
+@pytest.mark.processes
 def test_every_sentinel_reaches_the_program_as_a_secret(leak_run):
     """The positive control: the sentinels were decrypted and used, so finding none means something."""
     for run in (leak_run.tree, leak_run.out):
@@ -342,6 +343,7 @@ def test_every_sentinel_reaches_the_program_as_a_secret(leak_run):
             assert leak_run.sentinels.values[name] in joined, f"generated {name} is not a secret input of any resource"
 
 
+@pytest.mark.processes
 def test_preview_stdout_and_stderr_hold_no_secret_in_any_form(leak_run):
     for label, run in (("tree", leak_run.tree), ("--out", leak_run.out)):
         for stream in ("stdout", "stderr"):
@@ -349,6 +351,7 @@ def test_preview_stdout_and_stderr_hold_no_secret_in_any_form(leak_run):
             assert hits == [], f"preview ({label}) {stream} shows secrets: {hits}"
 
 
+@pytest.mark.processes
 def test_rendered_files_hold_no_secret_in_any_form(leak_run):
     kinds = {p.parent.name for p in leak_run.out_files}
     assert {"commands", "helm", "manifests"} <= kinds, f"--out wrote scripts, values and manifests: {kinds}"
@@ -356,6 +359,7 @@ def test_rendered_files_hold_no_secret_in_any_form(leak_run):
     assert hits == {}, f"rendered files show secrets: {hits}"
 
 
+@pytest.mark.processes
 def test_nothing_written_under_tmp_or_the_repository_holds_a_secret(leak_run):
     changed = set(leak_run.changed)
     assert leak_run.stack_file in changed, "the scan sees the stack file written during the run"

@@ -694,6 +694,7 @@ def test_cli_internal_error_shows_the_traceback_with_debug(root, monkeypatch):
     assert code == 1 and err.startswith("Traceback") and "ZeroDivisionError" in err
 
 
+@pytest.mark.processes
 def test_cli_runs_as_a_module_under_the_guard(root):
     import subprocess
     import sys

@@ -74,6 +74,7 @@ def test_env_keep_is_scoped_to_the_alias():
     assert "Defaults env_keep" not in text and "Defaults:" not in text, "env_keep must not apply to anything else"
 
 
+@pytest.mark.processes
 def test_script_values_are_quoted_assignments_and_survive_a_round_trip_through_bash():
     hostile = ["it's", "$(touch /tmp/pwned)", "a b", "`id`", "x;y", "-n", "\\"]
     values = {"scalar": "$(reboot) 'q'", "count": 3, "items": hostile}

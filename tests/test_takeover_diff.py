@@ -172,6 +172,7 @@ def run_cli(*args, subprocess_=False):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.processes
 def test_the_real_command_reports_a_bad_file_in_one_line(tmp_path):
     proc = run_cli("-s", STACK, "--live-values", str(tmp_path / "missing.yaml"), subprocess_=True)
     assert (proc.returncode, proc.stdout) == (2, "")

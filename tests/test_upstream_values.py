@@ -85,6 +85,7 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
+@pytest.mark.processes
 def test_refresh_copies_a_commit_verbatim_and_records_its_blobs(tmp_path, monkeypatch):
     repo = tmp_path / "deployment-charts"
     services = repo / uv.SERVICES

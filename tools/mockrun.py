@@ -195,6 +195,14 @@ class RecordingMonitor(pm.MockMonitor):
         self.outputs: dict[str, Any] = {}
         self.stack_urn = ""
 
+    @classmethod
+    def restored(cls, registrations: dict[str, Registration], order: list[str], outputs: dict[str, Any],
+                 stack_urn: str) -> "RecordingMonitor":
+        """A finished render's record, read back (RenderCache's shared store); no program runs on it."""
+        monitor = cls(Mocks())
+        monitor.registrations, monitor.order, monitor.outputs, monitor.stack_urn = registrations, order, outputs, stack_urn
+        return monitor
+
     def make_urn(self, parent: str, type_: str, name: str) -> str:
         # Engine-faithful URNs: children of the Stack carry no Stack prefix and the full
         # parent type chain is kept (the stock mock keeps only the last segment).
@@ -496,11 +504,15 @@ class RenderCache:
     kept render: not a test that patched the program or its mocks.  The kept ``Run.monitor`` is
     shared by every caller: it must not be changed in place (checked on each hit)."""
 
-    def __init__(self, allowed: Callable[[], bool] = lambda: True):
+    def __init__(self, allowed: Callable[[], bool] = lambda: True, shared_dir: Path | None = None,
+                 shared_key: bytes | None = None):
         self.allowed = allowed
+        self.shared_dir = shared_dir
+        self.shared_key = shared_key
         self._kept: dict[bytes, _Kept] = {}
         self.hits = 0
         self.misses = 0
+        self.shared_hits = 0
 
     def key(self, project: str, stack: str, config: dict[str, str], secret_keys, mocks: pm.Mocks) -> bytes | None:
         if not self.allowed():
@@ -530,9 +542,61 @@ class RenderCache:
         except Exception:  # noqa: BLE001
             return
         self._kept[key] = _Kept(monitor, error, recorder.calls, fingerprint)
+        self._share(key, self._kept[key])
+
+    # --- the store shared by the processes of one test run (the pytest-xdist workers) ---------
+    # Each worker keeps its renders in memory; without a shared store the same render (a stack's
+    # plain render, asked for by tests on both workers) runs once per worker.  A kept render is
+    # written once, whole, by an atomic rename; a reader checks it against its fingerprint and
+    # replays its mock calls on its own mocks, as for a render it kept itself.
+    # A render holds the stack's decrypted secrets: the file is AES-GCM sealed with
+    # ``shared_key``, which only the run's processes hold in memory (never a file, argv or the
+    # environment); tests/test_secret_leaks.py scans every file a run writes.
+    def _shared_path(self, key: bytes) -> Path | None:
+        if self.shared_dir is None or self.shared_key is None:
+            return None
+        return self.shared_dir / f"{key.hex()}.render"
+
+    def _share(self, key: bytes, kept: _Kept) -> None:
+        path = self._shared_path(key)
+        if path is None or path.exists():
+            return
+        m = kept.monitor
+        try:
+            data = pickle.dumps((m.registrations, m.order, m.outputs, m.stack_urn, kept.error, kept.calls, kept.fingerprint),
+                                pickle.HIGHEST_PROTOCOL)
+            pickle.loads(data)  # an error whose class cannot be rebuilt from its args (ConfigError) fails here
+        except Exception:  # noqa: BLE001 - such a render is kept in this process only
+            return
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(nonce + AESGCM(self.shared_key).encrypt(nonce, data, key))
+        os.replace(tmp, path)
+
+    def _from_shared(self, key: bytes) -> _Kept | None:
+        path = self._shared_path(key)
+        if path is None or not path.exists():
+            return None
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        sealed = path.read_bytes()
+        try:
+            data = AESGCM(self.shared_key).decrypt(sealed[:12], sealed[12:], key)
+        except InvalidTag:
+            raise RenderCacheError(f"the shared kept render {path} was not written by this run (it does not open)") from None
+        registrations, order, outputs, stack_urn, error, calls, fingerprint = pickle.loads(data)
+        kept = _Kept(RecordingMonitor.restored(registrations, order, outputs, stack_urn), error, calls, fingerprint)
+        if self._fingerprint(kept.monitor) != fingerprint:
+            raise RenderCacheError(f"the shared kept render {path} does not match its fingerprint")
+        self._kept[key] = kept
+        self.shared_hits += 1
+        return kept
 
     def replay(self, key: bytes, project: str, stack: str, config: dict[str, str], secret_keys, mocks: pm.Mocks) -> Run | None:
-        kept = self._kept.get(key)
+        kept = self._kept.get(key) or self._from_shared(key)
         if kept is None:
             return None
         if self._fingerprint(kept.monitor) != kept.fingerprint:

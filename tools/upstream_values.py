@@ -41,6 +41,15 @@ from typing import Any, Iterable
 
 import yaml
 
+# libyaml's loader when PyYAML has it (its wheels do): the same data as SafeLoader, several
+# times faster on the snapshot's large values files (read for every release, in every test).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+
+
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "wikimedia/operations-deployment-charts"
 SERVICES = "helmfile.d/dse-k8s-services"
@@ -179,7 +188,7 @@ def _update_project_defaults() -> None:
     rt.width = 4096
     path = ROOT / "Pulumi.yaml"
     doc = rt.load(path.read_text())
-    common = yaml.safe_load((COMMON_DIR / "values-dse-k8s-eqiad.yaml").read_text())
+    common = _load((COMMON_DIR / "values-dse-k8s-eqiad.yaml").read_text())
     for key, at in SITE_KEYS.items():
         doc["config"][key]["default"] = str(dig(common, at))
     with open(path, "w") as fh:
@@ -189,7 +198,7 @@ def _update_project_defaults() -> None:
 # --- today's values of a running release, from the snapshot --------------------------------
 
 def snapshot_source() -> dict[str, Any]:
-    return yaml.safe_load((SNAPSHOT_DIR / "SOURCE.yaml").read_text())
+    return _load((SNAPSHOT_DIR / "SOURCE.yaml").read_text())
 
 
 def release_files(release: str) -> list[Path]:
@@ -216,7 +225,7 @@ def live_values(release: str, general: dict[str, Any], private: dict[str, Any],
 
     values = deep_merge(general, private)
     for path in release_files(release):
-        values = deep_merge(values, yaml.safe_load(path.read_text()) or {})
+        values = deep_merge(values, _load(path.read_text()) or {})
     return deep_merge(values, tail)
 
 
@@ -237,7 +246,7 @@ def check() -> list[str]:
     """Every copy's content against the blob id its SOURCE.yaml records; [] when all match."""
     problems = []
     for source in (COMMON_DIR / "SOURCE.yaml", SNAPSHOT_DIR / "SOURCE.yaml"):
-        doc = yaml.safe_load(source.read_text())
+        doc = _load(source.read_text())
         for rel, entry in doc["files"].items():
             local = local_copy(entry["path"])
             if not local.exists():
