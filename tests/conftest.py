@@ -5,7 +5,7 @@ mock runtime and caches):
 * ``stack_config`` reads and decrypts each stack file once per process (keyed by the files'
   bytes, so an edited file is read again), and PBKDF2 keys are kept for the whole process;
 * every render of the real program (``run_stack``, and ``mockrun.run_program`` called by a
-  test or by a tool a test runs in-process) goes through ``mockrun.RenderCache``: a render
+  test or by a tool a test runs in-process) goes through tools/render_cache.py: a render
   is kept by everything that decides it (config, environment, stack files, the mocks' state)
   and a later identical render replays the kept one's mock calls instead of running the
   program (tests/test_render_cache.py proves a replay equals a render).  A test that patched
@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from tools import mockrun, stackconfig
+from tools import mockrun, render_cache, stackconfig
 from tools import passphrase as _passphrase
 
 pytest_plugins = ["tests.unit_tier", "pytester"]  # ./dev test --unit: the in-process tier, checked (tests/unit_tier.py)
@@ -114,7 +114,7 @@ def _may_use_kept_renders() -> bool:
     return not setattrs and all(target is os.environ for target, _, _ in setitems)
 
 
-mockrun.RENDER_CACHE = mockrun.RenderCache(allowed=_may_use_kept_renders)
+mockrun.RENDER_CACHE = render_cache.RenderCache(allowed=_may_use_kept_renders)
 
 
 _KEPT_RENDERS_KEY = "kept_renders_key"
@@ -235,7 +235,7 @@ def _mark_group_in_node_id(config, item, group: str) -> None:
 
 # Modules whose tests share costly work kept per worker process: their tests run on one xdist
 # worker, as a whole or per stack, so that the work is done once rather than once on each worker:
-# the same renders (mockrun.RenderCache: the hand-over of each stack, run by two tests;
+# the same renders (render_cache.RenderCache: the hand-over of each stack, run by two tests;
 # test_change_safety's 42 edits, run by one test per key and again by the Fernet test) or a
 # module-scoped fixture (the leak scan's two previews; the new instance's repository copy).
 SHARED_RENDERS = {"test_takeover_platform.py": "stack", "test_change_safety.py": "module",

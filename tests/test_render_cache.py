@@ -1,4 +1,4 @@
-"""The kept renders of tools/mockrun.RenderCache (tests/conftest.py turns it on for the tests).
+"""The kept renders of tools/render_cache.RenderCache (tests/conftest.py turns it on for the tests).
 
 A replay is only sound if the program is deterministic and the replay does what a render does:
 these tests render for real (``fresh``) and compare.
@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tests.conftest import stack_config
-from tools import mockrun, platform_model
+from tools import mockrun, platform_model, render_cache
 
 STACKS = ("search", "test-k8s")  # the canary and another: their renders differ in every part
 
@@ -45,7 +45,7 @@ def render(stack: str, mocks=None, fresh: bool = True, **overrides) -> mockrun.R
 @pytest.fixture
 def cache():
     """A cache of this test's own (the suite's keeps renders of other tests)."""
-    saved, mockrun.RENDER_CACHE = mockrun.RENDER_CACHE, mockrun.RenderCache()
+    saved, mockrun.RENDER_CACHE = mockrun.RENDER_CACHE, render_cache.RenderCache()
     yield mockrun.RENDER_CACHE
     mockrun.RENDER_CACHE = saved
 
@@ -101,7 +101,7 @@ def test_other_mock_state_config_or_environment_is_another_render(cache, monkeyp
 def test_a_kept_render_changed_in_place_is_refused(cache):
     run = render("test-k8s", fresh=False)
     run.monitor.registered()[1].inputs["changed"] = True
-    with pytest.raises(mockrun.RenderCacheError, match="changed in place"):
+    with pytest.raises(render_cache.RenderCacheError, match="changed in place"):
         render("test-k8s", fresh=False)
 
 
@@ -129,7 +129,7 @@ def test_mocks_that_answer_otherwise_on_replay_fail_loudly(cache):
         return mocks
 
     assert render("search", counting(0), fresh=False).error is None
-    with pytest.raises(mockrun.RenderCacheError, match="answers differently"):
+    with pytest.raises(render_cache.RenderCacheError, match="answers differently"):
         render("search", counting(100), fresh=False)
 
 
@@ -154,7 +154,7 @@ def config_secret(stack: str, key: str) -> str:
     return config[f"airflow:{key}"]
 
 
-def use_cache(new: mockrun.RenderCache) -> mockrun.RenderCache:
+def use_cache(new: render_cache.RenderCache) -> render_cache.RenderCache | None:
     saved, mockrun.RENDER_CACHE = mockrun.RENDER_CACHE, new
     return saved
 
@@ -162,8 +162,8 @@ def use_cache(new: mockrun.RenderCache) -> mockrun.RenderCache:
 @pytest.mark.parametrize("stack", STACKS)
 def test_a_render_kept_by_one_worker_is_replayed_by_the_other(stack, tmp_path):
     """Two caches on one directory stand for the two workers: the second runs no program."""
-    first_worker, second_worker = (mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY),
-                                   mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY))
+    first_worker, second_worker = (render_cache.RenderCache(shared_dir=tmp_path, shared_key=KEY),
+                                   render_cache.RenderCache(shared_dir=tmp_path, shared_key=KEY))
     saved = use_cache(first_worker)
     try:
         kept = render(stack, fresh=False)
@@ -180,9 +180,9 @@ def test_a_render_kept_by_one_worker_is_replayed_by_the_other(stack, tmp_path):
 
 
 def test_a_shared_render_is_sealed_and_one_that_does_not_match_its_fingerprint_is_refused(tmp_path):
-    saved = use_cache(mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY))
+    saved = use_cache(render_cache.RenderCache(shared_dir=tmp_path, shared_key=KEY))
     try:
-        run = render("search", fresh=False)
+        render("search", fresh=False)
         (path,) = tmp_path.iterdir()
         sealed = path.read_bytes()
         plain_secret = config_secret("search", "fernetKey")
@@ -194,11 +194,11 @@ def test_a_shared_render_is_sealed_and_one_that_does_not_match_its_fingerprint_i
         data = pickle.dumps((registrations, order, outputs, stack_urn, error, calls, fingerprint))
         nonce = os.urandom(12)
         path.write_bytes(nonce + AESGCM(KEY).encrypt(nonce, data, bytes.fromhex(path.stem)))
-        mockrun.RENDER_CACHE = mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY)
-        with pytest.raises(mockrun.RenderCacheError, match="fingerprint"):
+        mockrun.RENDER_CACHE = render_cache.RenderCache(shared_dir=tmp_path, shared_key=KEY)
+        with pytest.raises(render_cache.RenderCacheError, match="fingerprint"):
             render("search", fresh=False)
-        mockrun.RENDER_CACHE = mockrun.RenderCache(shared_dir=tmp_path, shared_key=os.urandom(32))
-        with pytest.raises(mockrun.RenderCacheError, match="not written by this run"):
+        mockrun.RENDER_CACHE = render_cache.RenderCache(shared_dir=tmp_path, shared_key=os.urandom(32))
+        with pytest.raises(render_cache.RenderCacheError, match="not written by this run"):
             render("search", fresh=False)
     finally:
         mockrun.RENDER_CACHE = saved
@@ -207,7 +207,7 @@ def test_a_shared_render_is_sealed_and_one_that_does_not_match_its_fingerprint_i
 def test_a_render_whose_error_cannot_be_rebuilt_stays_in_its_worker(tmp_path):
     """ConfigError's constructor takes more than its message: it does not survive pickle, so
     such a render is kept in memory only (and runs again on the other worker)."""
-    first_worker = mockrun.RenderCache(shared_dir=tmp_path, shared_key=KEY)
+    first_worker = render_cache.RenderCache(shared_dir=tmp_path, shared_key=KEY)
     saved = use_cache(first_worker)
     try:
         run = render("search", fresh=False, releaseTimeoutSeconds="soon")

@@ -102,7 +102,7 @@ class LivePlatform(mockrun.Mocks):
         return done
 
     def render_state(self) -> dict[str, Any]:
-        """What the answers to a render depend on (tools/mockrun.RenderCache): all but the logs."""
+        """What the answers to a render depend on (tools/render_cache.RenderCache): all but the logs."""
         return {k: v for k, v in vars(self).items() if k not in ("events", "stack_reads", "deleted", "_lock")}
 
     # --- the mock hooks ----------------------------------------------------------------------

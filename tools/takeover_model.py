@@ -499,7 +499,7 @@ class _Answers(mockrun.Mocks):
     READ_KINDS = ("Namespace", "Service")
 
     def render_state(self) -> Any:
-        """What the answers depend on (tools/mockrun.RenderCache): reads see the objects only,
+        """What the answers depend on (tools/render_cache.RenderCache): reads see the objects only,
         and only those of the kinds the program reads (an update of the hand-over changes other
         objects; were the program to read another kind, a replay would find a different answer
         and fail loudly: add the kind here)."""
