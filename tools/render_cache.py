@@ -72,34 +72,28 @@ class Recorder(pm.Mocks):
         except Exception:  # noqa: BLE001 - something the record cannot hold: this render is not kept
             self.replayable = False
 
+    def _record(self, kind: str, frozen_args: tuple, answer_of: Callable[[], Any]) -> Any:
+        """Ask the inner mocks (``answer_of``) and keep the call, its answer or its error."""
+        try:
+            frozen = pickle.dumps(frozen_args, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001
+            frozen, self.replayable = b"", False
+        try:
+            answer = answer_of()
+        except BaseException as exc:
+            self._keep(kind, frozen, None, exc)
+            raise
+        self._keep(kind, frozen, answer, None)
+        return answer
+
     def new_resource(self, args: pm.MockResourceArgs):
         if args.transforms:
             self.replayable = False
-        try:
-            frozen = pickle.dumps((args.typ, args.name, args.inputs, args.provider, args.resource_id, args.custom),
-                                  pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001
-            frozen, self.replayable = b"", False
-        try:
-            answer = self.inner.new_resource(args)
-        except BaseException as exc:
-            self._keep("new_resource", frozen, None, exc)
-            raise
-        self._keep("new_resource", frozen, answer, None)
-        return answer
+        return self._record("new_resource", (args.typ, args.name, args.inputs, args.provider, args.resource_id, args.custom),
+                            lambda: self.inner.new_resource(args))
 
     def call(self, args: pm.MockCallArgs):
-        try:
-            frozen = pickle.dumps((args.token, args.args, args.provider), pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001
-            frozen, self.replayable = b"", False
-        try:
-            answer = self.inner.call(args)
-        except BaseException as exc:
-            self._keep("call", frozen, None, exc)
-            raise
-        self._keep("call", frozen, answer, None)
-        return answer
+        return self._record("call", (args.token, args.args, args.provider), lambda: self.inner.call(args))
 
     def register_transform(self, transform) -> None:
         self.replayable = False  # a stack transform runs in the program: not replayed
@@ -194,9 +188,12 @@ class RenderCache:
             return
         m = kept.monitor
         try:
+            # an error whose class cannot be rebuilt from its args (ConfigError) fails here
+            errors = [e for e in [kept.error, *(call[3] for call in kept.calls)] if e is not None]
+            if errors:
+                pickle.loads(pickle.dumps(errors, pickle.HIGHEST_PROTOCOL))
             data = pickle.dumps((m.registrations, m.order, m.outputs, m.stack_urn, kept.error, kept.calls, kept.fingerprint),
                                 pickle.HIGHEST_PROTOCOL)
-            pickle.loads(data)  # an error whose class cannot be rebuilt from its args (ConfigError) fails here
         except Exception:  # noqa: BLE001 - such a render is kept in this process only
             return
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
